@@ -1,0 +1,162 @@
+/**
+ * Mutation fuzzing of verify/decrypt/unwrap: valid S/MIME messages are mutated at the MIME
+ * level (bytes, headers, boundaries) and at the DER level (tags, lengths, contents of
+ * individual TLVs), then fed to the engine. Every input must end in a valid result or one of
+ * the engine's own errors, within a time bound. The PRNG is seeded: a failure prints the seed
+ * and writes the input to a file so it can become a regression test.
+ */
+import { strict as assert } from 'node:assert';
+import { createPrivateKey } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parse, children, type Asn1Node } from '../../src/asn1/der';
+import { Certificate } from '../../src/pki/certificate';
+import { decryptMessage, encryptMessage, signMessage, unwrapMessage, verifyMessage } from '../../src/smime/message';
+import { pkiRead } from '../helpers/pki';
+
+const ITERATIONS = Number(process.env.CSTP_FUZZ_ITERATIONS ?? 10000);
+const SEED = Number(process.env.CSTP_FUZZ_SEED ?? Date.now() % 2 ** 31);
+const PER_INPUT_MS = 1000;
+const ENGINE_ERRORS = new Set([
+  'SmimeError', 'CmsError', 'NoMatchingRecipientError', 'DecryptionError', 'MimeError', 'Asn1Error', 'CertificateError',
+]);
+
+/** mulberry32: small, fast, seedable. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const cert = (n: string): Certificate => Certificate.fromPem(pkiRead(`${n}.crt`))[0];
+const creds = (n: string) => ({ cert: cert(n), key: createPrivateKey(pkiRead(`${n}.key`)), chain: [] as Certificate[] });
+const join2 = (c: Iterable<Buffer>): Buffer => Buffer.concat([...c]);
+
+const PLAIN = Buffer.from(
+  'From: user@a.example\r\nTo: gateway@b.example\r\nSubject: fuzz\r\nMIME-Version: 1.0\r\n' +
+    'Content-Type: multipart/mixed; boundary="xx"\r\n\r\n--xx\r\nContent-Type: text/plain\r\n\r\nhello\r\n' +
+    '--xx\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQF\r\n--xx--\r\n',
+);
+
+interface Seed {
+  /** Headers of the S/MIME wrapper up to and including the empty line. */
+  head: Buffer;
+  der?: Buffer;
+  raw: Buffer;
+}
+
+function seeds(): Seed[] {
+  const signer = creds('user-a-rsa');
+  const messages = [
+    join2(signMessage(PLAIN, signer)),
+    join2(signMessage(PLAIN, creds('user-a-ec'), { opaque: true })),
+    join2(encryptMessage(PLAIN, [cert('gw-b-rsa')])),
+    join2(encryptMessage(PLAIN, [cert('gw-b-rsa')], { cipher: 'aes-256-gcm' })),
+    join2(encryptMessage(PLAIN, [cert('gw-b-ec')], { cipher: 'aes-128-cbc' })),
+    join2(encryptMessage(join2(signMessage(PLAIN, signer)), [cert('gw-b-rsa'), cert('gw-b-ec')])),
+  ];
+  return messages.map((raw) => {
+    const split = raw.indexOf('\r\n\r\n') + 4;
+    const head = raw.subarray(0, split);
+    const isP7m = /application\/pkcs7-mime/.test(head.toString('latin1'));
+    return { raw, head, der: isP7m ? Buffer.from(raw.subarray(split).toString('latin1'), 'base64') : undefined };
+  });
+}
+
+function allNodes(der: Buffer): Asn1Node[] {
+  const out: Asn1Node[] = [];
+  const walk = (n: Asn1Node): void => {
+    out.push(n);
+    if (n.constructed && out.length < 2000) for (const c of children(n)) walk(c);
+  };
+  walk(parse(der));
+  return out;
+}
+
+function mutateDer(der: Buffer, rnd: () => number): Buffer {
+  const nodes = allNodes(der);
+  const n = nodes[Math.floor(rnd() * nodes.length)];
+  const out = Buffer.from(der);
+  const lenPos = n.start + 1;
+  switch (Math.floor(rnd() * 6)) {
+    case 0: out[n.start] = Math.floor(rnd() * 256); return out; // tag
+    case 1: out[lenPos] = [0x80, 0x84, 0xff, 0x00, 0x7f][Math.floor(rnd() * 5)]; return out; // length
+    case 2: return Buffer.concat([der.subarray(0, n.contentStart), der.subarray(n.contentEnd)]); // drop content
+    case 3: { // random content
+      for (let i = n.contentStart; i < n.contentEnd && i < n.contentStart + 64; i++) if (rnd() < 0.3) out[i] = Math.floor(rnd() * 256);
+      return out;
+    }
+    case 4: return Buffer.concat([der.subarray(0, n.end), der.subarray(n.start, n.end), der.subarray(n.end)]); // duplicate
+    default: return der.subarray(0, Math.floor(rnd() * der.length)); // truncate
+  }
+}
+
+function mutateBytes(raw: Buffer, rnd: () => number): Buffer {
+  const out = Buffer.from(raw);
+  switch (Math.floor(rnd() * 5)) {
+    case 0: for (let k = 0; k < 1 + rnd() * 8; k++) out[Math.floor(rnd() * out.length)] ^= 1 << Math.floor(rnd() * 8); return out;
+    case 1: return raw.subarray(0, Math.floor(rnd() * raw.length));
+    case 2: { // insert junk, NULs or 8-bit bytes
+      const at = Math.floor(rnd() * raw.length);
+      const junk = Buffer.from(Array.from({ length: 1 + Math.floor(rnd() * 16) }, () => [0, 0xff, 0x0a, 0x2d, Math.floor(rnd() * 256)][Math.floor(rnd() * 5)]));
+      return Buffer.concat([raw.subarray(0, at), junk, raw.subarray(at)]);
+    }
+    case 3: { // break the boundary or a header
+      const s = raw.toString('latin1');
+      const variants = [s.replace(/boundary="/, 'boundary="x'), s.replace(/--\r\n$/, '\r\n'), s.replace('\r\n\r\n', '\r\n'), s.replace(/Content-Transfer-Encoding: base64/i, 'Content-Transfer-Encoding: 7bit'), `X-Long: ${'a'.repeat(200000)}\r\n${s}`];
+      return Buffer.from(variants[Math.floor(rnd() * variants.length)], 'latin1');
+    }
+    default: { // delete a range
+      const a = Math.floor(rnd() * raw.length);
+      return Buffer.concat([raw.subarray(0, a), raw.subarray(a + Math.floor(rnd() * 200))]);
+    }
+  }
+}
+
+test(`${ITERATIONS} mutated CMS/MIME inputs give results or clean errors (seed ${SEED})`, () => {
+  const rnd = prng(SEED);
+  const corpus = seeds();
+  const keys = [creds('gw-b-rsa'), creds('gw-b-ec')];
+  const trust = { anchors: [cert('ca')] };
+  const ops = [
+    (m: Buffer) => unwrapMessage(m, { keys, trust }),
+    (m: Buffer) => verifyMessage(m, trust),
+    (m: Buffer) => decryptMessage(m, keys),
+  ];
+  const outcomes = { ok: 0, error: 0 };
+  for (let i = 0; i < ITERATIONS; i++) {
+    const seed = corpus[Math.floor(rnd() * corpus.length)];
+    const input = seed.der && rnd() < 0.6
+      ? Buffer.concat([seed.head, Buffer.from(mutateDer(seed.der, rnd).toString('base64').replace(/.{76}/g, '$&\r\n'))])
+      : mutateBytes(seed.raw, rnd);
+    const op = ops[i % ops.length];
+    const started = process.hrtime.bigint();
+    try {
+      op(input);
+      outcomes.ok++;
+    } catch (e) {
+      const err = e as Error;
+      if (!ENGINE_ERRORS.has(err.name)) {
+        const file = join(tmpdir(), `cstp-fuzz-crash-${SEED}-${i}.eml`);
+        writeFileSync(file, input);
+        assert.fail(`input ${i} (seed ${SEED}, saved to ${file}) raised ${err.name}: ${err.message}\n${err.stack}`);
+      }
+      outcomes.error++;
+    }
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    if (ms > PER_INPUT_MS) {
+      const file = join(tmpdir(), `cstp-fuzz-slow-${SEED}-${i}.eml`);
+      writeFileSync(file, input);
+      assert.fail(`input ${i} took ${ms.toFixed(0)} ms (seed ${SEED}, saved to ${file})`);
+    }
+  }
+  // A fuzzer whose every input is rejected at the first byte tests nothing.
+  assert.ok(outcomes.ok > ITERATIONS / 100, `too few inputs got through: ${JSON.stringify(outcomes)}`);
+});
