@@ -60,13 +60,22 @@ export async function peerSignedMessage(peer: RawCmsPeer, msg: TestMessage, sign
   return detached ? joinSigned(msg.entity, s.der, msg.outer) : wrapPkcs7Mime(s.der, 'signed-data', msg.outer);
 }
 
-export async function peerSignCstpVerify(peer: RawCmsPeer, work: Workdir, msg: TestMessage, signer: string, detached: boolean): Promise<void> {
+/** With alsoUntrusted, the same message must fail when only other-ca is trusted. */
+export async function peerSignCstpVerify(
+  peer: RawCmsPeer,
+  work: Workdir,
+  msg: TestMessage,
+  signer: string,
+  detached: boolean,
+  alsoUntrusted = false,
+): Promise<void> {
   const signed = await peerSignedMessage(peer, msg, signer, detached);
   const what = `cstp verify of ${peer.name} ${detached ? 'detached' : 'opaque'} signature by ${signer} on "${msg.name}"`;
   const v = await cli.verify(work, signed);
   cli.ok(v, what);
   assert.match(v.stderr, /trusted/i, `${what}: report on stderr`);
   assertRestored(v.content, msg, what);
+  if (alsoUntrusted) cli.refused(await cli.verify(work, signed, ['other-ca']), `${what} --trust other-ca`);
 }
 
 /** cstp encrypts; the peer decrypts and gets the content. */
