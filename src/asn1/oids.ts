@@ -81,4 +81,21 @@ export const OID = {
   inhibitAnyPolicy: '2.5.29.54',
   anyExtendedKeyUsage: '2.5.29.37.0',
   emailProtection: '1.3.6.1.5.5.7.3.4',
+
+  // PKCS#12 (RFC 7292) and the password-based encryption it uses (RFC 8018)
+  encryptedData: '1.2.840.113549.1.7.6',
+  keyBag: '1.2.840.113549.1.12.10.1.1',
+  pkcs8ShroudedKeyBag: '1.2.840.113549.1.12.10.1.2',
+  certBag: '1.2.840.113549.1.12.10.1.3',
+  x509Certificate: '1.2.840.113549.1.9.22.1',
+  pbeWithSHAAnd3KeyTripleDesCbc: '1.2.840.113549.1.12.1.3',
+  pbeWithSHAAnd128BitRc2Cbc: '1.2.840.113549.1.12.1.5',
+  pbeWithSHAAnd40BitRc2Cbc: '1.2.840.113549.1.12.1.6',
+  pbes2: '1.2.840.113549.1.5.13',
+  pbkdf2: '1.2.840.113549.1.5.12',
+  hmacWithSHA1: '1.2.840.113549.2.7',
+  hmacWithSHA224: '1.2.840.113549.2.8',
+  hmacWithSHA256: '1.2.840.113549.2.9',
+  hmacWithSHA384: '1.2.840.113549.2.10',
+  hmacWithSHA512: '1.2.840.113549.2.11',
 } as const;
