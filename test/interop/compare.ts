@@ -17,6 +17,7 @@ import {
   parseParams,
   splitMessage,
 } from './mime-der';
+import type { EncryptOptions, SignOptions } from './cstp';
 import { TestMessage } from './messages';
 
 export interface MimeNode {
@@ -173,4 +174,38 @@ export function assertNoPlaintext(encrypted: Buffer, msg: TestMessage, what: str
   if (body.length < 16) return; // too short to be a meaningful probe
   const probe = body.subarray(0, Math.min(64, body.length));
   assert.ok(!encrypted.includes(probe), `${what}: plaintext body visible in the encrypted message`);
+}
+
+/** Labels in `openssl cms -cmsout -print` output whose next line names the algorithm. */
+export type CmsAlgorithmField = 'signatureAlgorithm' | 'digestAlgorithm' | 'keyEncryptionAlgorithm' | 'contentEncryptionAlgorithm';
+
+/** The algorithms openssl reads in `field` (e.g. ["rsassaPss"]), from `openssl cms -cmsout -print` output. */
+export function cmsAlgorithms(printed: string, field: CmsAlgorithmField): string[] {
+  const re = new RegExp(`\\b${field}:\\s*\\n\\s*algorithm: (\\S+)`, 'g');
+  return [...printed.matchAll(re)].map((m) => m[1]);
+}
+
+/** Assert that the options given to cstp really reached the CMS (not only that peers can read it). */
+export function assertCmsAlgorithm(printed: string, field: CmsAlgorithmField, expected: RegExp, what: string): void {
+  const found = cmsAlgorithms(printed, field);
+  assert.ok(found.length > 0, `${what}: no ${field} in the CMS`);
+  for (const alg of found) assert.match(alg, expected, `${what}: ${field}`);
+}
+
+/** cstp's --digest and --pss are in the SignerInfo (default SHA-256). */
+export function assertSignOptionsApplied(printed: string, o: SignOptions, what: string): void {
+  const digest = o.digest ?? (o.signer === 'user-ed25519' ? 'sha512' : 'sha256');
+  assertCmsAlgorithm(printed, 'digestAlgorithm', new RegExp(`^${digest}$`), what);
+  if (o.pss) assertCmsAlgorithm(printed, 'signatureAlgorithm', /^rsassaPss$/, what);
+}
+
+/** cstp's --cipher and --oaep are in the envelope; EC recipients get ECDH key agreement. */
+export function assertEncryptOptionsApplied(printed: string, recipients: string[], o: EncryptOptions, what: string): void {
+  assertCmsAlgorithm(printed, 'contentEncryptionAlgorithm', new RegExp(`^${o.cipher ?? 'aes-256-cbc'}$`), what);
+  const kinds = new Set(recipients.map((r) => (/-ec$/.test(r) ? 'ec' : 'rsa')));
+  const allowed = [
+    ...(kinds.has('rsa') ? [o.oaep ? 'rsaesOaep' : 'rsaEncryption'] : []),
+    ...(kinds.has('ec') ? ['dhSinglePass-(stdDH|cofactorDH)-sha\\d+kdf-scheme'] : []),
+  ];
+  assertCmsAlgorithm(printed, 'keyEncryptionAlgorithm', new RegExp(`^(${allowed.join('|')})$`), what);
 }

@@ -13,11 +13,13 @@ import * as cli from './cstp';
 import {
   assert7bitSafe,
   assertCrlf,
+  assertEncryptOptionsApplied,
   assertLayerHeaders,
   assertNoPlaintext,
   assertOuterHeaders,
   assertRestored,
   assertSameContent,
+  assertSignOptionsApplied,
   assertSmimeKind,
 } from './compare';
 import { TestMessage, corpus, message } from './messages';
@@ -48,6 +50,7 @@ async function cstpSignOpensslVerify(msg: TestMessage, o: cli.SignOptions): Prom
   assertOuterHeaders(signed, msg, what);
   const v = await openssl.verify(signed);
   assertOpensslOk(v, `openssl cms -verify of ${what}`);
+  assertSignOptionsApplied(await openssl.print(signed), o, what);
   if (o.opaque) {
     assertSmimeKind(signed, 'signed-data', what);
     assertSameContent(v.stdout, msg.entity, `${what}: content openssl extracted`);
@@ -85,6 +88,7 @@ async function cstpEncryptOpensslDecrypt(msg: TestMessage, recipients: string[],
   assertOuterHeaders(enc, msg, what);
   assertSmimeKind(enc, o.cipher?.endsWith('gcm') ? 'authEnveloped-data' : 'enveloped-data', what);
   assertNoPlaintext(enc, msg, what);
+  assertEncryptOptionsApplied(await openssl.print(enc), recipients, o, what);
   for (const recipient of decryptAs) {
     const d = await openssl.decrypt(enc, recipient);
     assertOpensslOk(d, `openssl cms -decrypt as ${recipient} of ${what}`);

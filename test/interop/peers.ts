@@ -206,6 +206,13 @@ export const openssl = {
     return crlfOutput(run('openssl', [...args, '-crlfeol'], { input: entity }));
   },
 
+  /** openssl's dump of the CMS structure (no key needed): the algorithms a message really uses. */
+  async print(msg: Buffer): Promise<string> {
+    const r = await run('openssl', ['cms', '-cmsout', '-print'], { input: msg });
+    if (r.rc !== 0) throw new Error(describeRun('openssl cms -cmsout -print', r));
+    return r.stdout.toString('utf8');
+  },
+
   decrypt(msg: Buffer, recipient: string): Promise<RunResult> {
     return run('openssl', ['cms', '-decrypt', '-binary', '-recip', crt(recipient), '-inkey', key(recipient)], { input: msg });
   },

@@ -9,16 +9,18 @@ import * as cli from './cstp';
 import {
   assert7bitSafe,
   assertCrlf,
+  assertEncryptOptionsApplied,
   assertLayerHeaders,
   assertNoPlaintext,
   assertOuterHeaders,
   assertRestored,
   assertSameContent,
+  assertSignOptionsApplied,
   assertSmimeKind,
 } from './compare';
 import { TestMessage } from './messages';
 import { joinSigned, splitSigned, unwrapPkcs7Mime, wrapPkcs7Mime } from './mime-der';
-import { RunResult, Workdir, describeRun } from './peers';
+import { RunResult, Workdir, describeRun, openssl } from './peers';
 
 export interface RawCmsPeer {
   readonly name: string;
@@ -38,6 +40,7 @@ export async function cstpSignPeerVerify(peer: RawCmsPeer, msg: TestMessage, o: 
   const signed = cli.ok(await cli.sign(msg.full, o), what);
   assertCrlf(signed, what);
   assertOuterHeaders(signed, msg, what);
+  if (o.digest || o.pss) assertSignOptionsApplied(await openssl.print(signed), o, what);
   if (o.opaque) {
     assertSmimeKind(signed, 'signed-data', what);
     const v = await peer.verify(unwrapPkcs7Mime(signed));
@@ -86,6 +89,7 @@ export async function cstpEncryptPeerDecrypt(peer: RawCmsPeer, msg: TestMessage,
   assertOuterHeaders(enc, msg, what);
   assertSmimeKind(enc, 'enveloped-data', what);
   assertNoPlaintext(enc, msg, what);
+  assertEncryptOptionsApplied(await openssl.print(enc), [recipient], o, what);
   const d = await peer.decrypt(unwrapPkcs7Mime(enc));
   assertPeerOk(peer, d, `decrypt of ${what}`);
   assertSameContent(d.plain, msg.entity, `${what}: content ${peer.name} decrypted`);
