@@ -11,7 +11,7 @@ import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Certificate } from '../pki/certificate';
-import { loadCredentials, type Credentials } from '../pki/keys';
+import { isPkcs12, loadCredentials, type Credentials } from '../pki/keys';
 import type { ContentCipher } from '../smime/cms/enveloped-data';
 import type { DigestName } from '../smime/cms/digest';
 import {
@@ -116,25 +116,27 @@ function passphrase(values: { 'pass-env'?: string; 'pass-file'?: string }): stri
 }
 
 /**
- * Pairs --key with --cert: a PKCS#12 --key carries its own certificate; every other --key
- * takes the next --cert in the order given.
+ * Pairs --key with --cert. With as many --cert as --key they pair in order (a PKCS#12 --key
+ * is then checked against its --cert); otherwise a PKCS#12 --key carries its own
+ * certificate and every other --key takes the next --cert.
  */
 function loadKeyPairs(values: { cert?: string[]; key?: string[]; 'pass-env'?: string; 'pass-file'?: string }): Credentials[] {
   const certs = [...(values.cert ?? [])];
+  const keys = values.key ?? [];
   const pass = passphrase(values);
-  const out = (values.key ?? []).map((keyPath) => {
+  const positional = certs.length === keys.length;
+  const out = keys.map((keyPath) => {
     const keyData = readFile(keyPath, 'key');
-    if (isPkcs12File(keyPath, keyData)) return loadCredentials(keyData, undefined, pass ?? '');
+    if (isPkcs12(keyData)) {
+      const certPath = positional ? certs.shift() : undefined;
+      return loadCredentials(certPath ? readFile(certPath, 'certificate') : keyData, certPath ? keyData : undefined, pass ?? '');
+    }
     const certPath = certs.shift();
     if (!certPath) throw new UsageError(`--key ${keyPath} needs a --cert (or give a PKCS#12 file)`);
     return loadCredentials(readFile(certPath, 'certificate'), keyData, pass);
   });
   if (certs.length) throw new UsageError(`--cert ${certs[0]} has no matching --key`);
   return out;
-}
-
-function isPkcs12File(path: string, data: Buffer): boolean {
-  return /\.(p12|pfx)$/i.test(path) || (data[0] === 0x30 && !data.includes('-----BEGIN'));
 }
 
 // ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@
 import {
   createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, pbkdf2Sync, timingSafeEqual, type KeyObject, type PrivateKeyInput,
 } from 'node:crypto';
-import forge from 'node-forge';
 import {
   Asn1Error, children, encoding, expectSequence, isContext, isUniversal, parse, parseExact, readOctetString, readOid, readSmallInt, stringValue,
   Tag, type Asn1Node,
@@ -344,6 +343,8 @@ function nodeDecrypt(cipher: string, key: Buffer, iv: Buffer, data: Buffer): Buf
 }
 
 function rc2Decrypt(key: Buffer, iv: Buffer, bits: number, data: Buffer): Buffer {
+  // Loaded on demand: only OpenSSL 1.x-era files need it, and it costs every CLI start ~35 ms.
+  const forge = require('node-forge') as typeof import('node-forge');
   const decipher = forge.rc2.createDecryptionCipher(key.toString('binary'), bits);
   decipher.start(iv.toString('binary'));
   decipher.update(forge.util.createBuffer(data.toString('binary')));

@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Certificate } from '../pki/certificate';
-import { validatePath } from '../pki/path';
+import { checkEndEntity, validatePath, type Purpose } from '../pki/path';
 import { parseAddressList } from './address';
 import { CmsError, parseContentInfo } from './cms/content-info';
 import { micalg } from './cms/digest';
@@ -89,6 +89,16 @@ function restoreOuterHeaders(outer: HeaderField[], content: Buffer): Buffer {
   return Buffer.concat([...head, ...headerBytes, CRLF, inner.body]);
 }
 
+/**
+ * Refuses certificates peers would reject (RFC 8550: validity, key usage, emailProtection,
+ * RSA >= 2048): a message they cannot accept is worse than an error now. The sender address
+ * is not checked, since a gateway signs for its whole domain (RFC 3183).
+ */
+function requireUsable(cert: Certificate, purpose: Purpose): void {
+  const check = checkEndEntity(cert, { purpose });
+  if (!check.ok) throw new SmimeError(`cannot ${purpose} with ${cert.subject}: ${check.reason}`);
+}
+
 function withoutStatusHeaders(headers: HeaderField[]): HeaderField[] {
   return headers.filter((h) => h.name.toLowerCase() !== STATUS_HEADER.toLowerCase());
 }
@@ -106,6 +116,7 @@ export interface SignMessageOptions extends SignOptions {
  * entity made 7-bit safe, so relays cannot alter the signed bytes (RFC 8551 3.1.3).
  */
 export function signMessage(input: Buffer, signer: SignerCredentials, opts: SignMessageOptions = {}): Chunks {
+  requireUsable(signer.cert, 'sign');
   const split = splitForWrapping(input);
   return opts.opaque ? signOpaque(split, signer, opts) : signMultipart(split, signer, opts);
 }
@@ -151,6 +162,7 @@ function* signMultipart(split: Split, signer: SignerCredentials, opts: SignOptio
  */
 export function encryptMessage(input: Buffer, recipients: Certificate[], opts: EnvelopeOptions = {}): Chunks {
   if (recipients.length === 0) throw new SmimeError('no recipient certificate given');
+  for (const r of recipients) requireUsable(r, 'encrypt');
   const split = splitForWrapping(input);
   const authenticated = /gcm$/.test(opts.cipher ?? '');
   const der = envelope(split.inner, split.innerLength, recipients, opts);
@@ -289,17 +301,14 @@ function judge(
   entity: Entity, signers: SignerResult[], certificates: Certificate[], content: Buffer, trust: TrustOptions, detached: boolean,
 ): VerifiedMessage {
   if (signers.length === 0) throw new SmimeError('signed-data has no signers');
-  const from = [
-    ...parseAddressList(headerValue(entity.headers, 'from')),
-    ...parseAddressList(headerValue(entity.headers, 'sender')),
-  ];
+  const { outer } = splitHeaders(entity.headers);
+  const message = restoreOuterHeaders(outer, content);
+  // The sender the reader will see: a From inside the signed content wins over the outer one.
+  const shown = parseEntity(message).headers;
+  const from = [...parseAddressList(headerValue(shown, 'from')), ...parseAddressList(headerValue(shown, 'sender'))];
   const reports = signers.map((s) => judgeSigner(s, certificates, trust, from));
   const best = reports.reduce((a, b) => (RANK[b.verdict] > RANK[a.verdict] ? b : a));
-  const { outer } = splitHeaders(entity.headers);
-  return {
-    message: restoreOuterHeaders(outer, content), verdict: best.verdict, reason: best.reason, signers: reports,
-    certificates, detached,
-  };
+  return { message, verdict: best.verdict, reason: best.reason, signers: reports, certificates, detached };
 }
 
 function judgeSigner(s: SignerResult, certificates: Certificate[], trust: TrustOptions, from: string[]): SignatureReport {

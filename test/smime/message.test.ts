@@ -1,11 +1,12 @@
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import { test } from 'node:test';
 import { Certificate } from '../../src/pki/certificate';
 import {
   decryptMessage, encryptMessage, signMessage, SmimeError, STATUS_HEADER, unwrapMessage, verifyMessage,
 } from '../../src/smime/message';
-import { pkiRead } from '../helpers/pki';
+import { pkiPath, pkiRead } from '../helpers/pki';
 
 const cert = (n: string): Certificate => Certificate.fromPem(pkiRead(`${n}.crt`))[0];
 const creds = (n: string) => ({ cert: cert(n), key: createPrivateKey(pkiRead(`${n}.key`)), chain: [] as Certificate[] });
@@ -70,7 +71,13 @@ test('an unknown root gives good+untrusted with the certificate for the untruste
   assert.ok(v.certificates.some((c) => c.fingerprint === cert('user-a-rsa').fingerprint));
 });
 
-test('unusable signer certificates are refused with the reason', () => {
+/** Signs with openssl, which (unlike cstp) signs with any certificate it is given. */
+function opensslSign(msg: Buffer, name: string): Buffer {
+  const out = execFileSync('openssl', ['cms', '-sign', '-binary', '-crlfeol', '-md', 'sha256', '-signer', pkiPath(`${name}.crt`), '-inkey', pkiPath(`${name}.key`)], { input: msg });
+  return Buffer.from(out.toString('latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
+}
+
+test('unusable signer certificates are refused on verify with the reason', () => {
   const cases: [string, string, RegExp][] = [
     ['bad-noeku', 'bad@a.example', /emailProtection|extended key usage/i],
     ['expired', 'old@a.example', /expired/i],
@@ -78,9 +85,18 @@ test('unusable signer certificates are refused with the reason', () => {
   ];
   for (const [name, from, reason] of cases) {
     const msg = Buffer.from(MESSAGE.toString('latin1').replace('From: User A <user@a.example>', `From: ${from}`), 'latin1');
-    const v = verifyMessage(join(signMessage(msg, creds(name))), trust());
+    const v = verifyMessage(opensslSign(msg, name), trust());
     assert.equal(v.verdict, 'cert-unusable', `${name}: ${v.reason}`);
     assert.match(v.reason, reason);
+  }
+});
+
+test('cstp refuses to sign or encrypt with certificates peers would reject', () => {
+  for (const [name, reason] of [['bad-noeku', /emailProtection/], ['expired', /expired/], ['weak-rsa', /1024/]] as const) {
+    assert.throws(() => signMessage(MESSAGE, creds(name)), (e: Error) => e instanceof SmimeError && reason.test(e.message), name);
+  }
+  for (const [name, reason] of [['weak-rsa', /1024/], ['sign-only', /key ?usage|keyEncipherment/i], ['user-ed25519', /keyAgreement|encrypt/i]] as const) {
+    assert.throws(() => encryptMessage(MESSAGE, [cert('gw-b-rsa'), cert(name)]), (e: Error) => e instanceof SmimeError && reason.test(e.message), name);
   }
 });
 
