@@ -386,7 +386,19 @@ export function integer(v: number | Buffer): Buffer {
   return tlv(0x02, bytes);
 }
 
+const oidCache = new Map<string, Buffer>();
+
+/** An OBJECT IDENTIFIER; encodings are memoised, since the same few recur in every message. */
 export function oid(dotted: string): Buffer {
+  let encoded = oidCache.get(dotted);
+  if (!encoded) {
+    encoded = encodeOid(dotted);
+    if (oidCache.size < 1024) oidCache.set(dotted, encoded);
+  }
+  return encoded;
+}
+
+function encodeOid(dotted: string): Buffer {
   const arcs = dotted.split('.').map(Number);
   if (arcs.length < 2 || arcs.some((a) => !Number.isSafeInteger(a) || a < 0)) throw new RangeError(`bad OID ${dotted}`);
   const out: number[] = [];
