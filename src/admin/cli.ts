@@ -6,7 +6,7 @@
  * 2 usage error; 3 the operation failed (bad input, no matching key, unreadable file...).
  * Failures print one line on stderr; nothing is written to --out unless the operation succeeded.
  */
-import { createReadStream, createWriteStream, readFileSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, createWriteStream, fstatSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -67,10 +67,19 @@ ${Object.values(USAGE).join('\n\n')}
 // ---------------------------------------------------------------------------
 // I/O
 
+/**
+ * Reads the whole input once. A regular file (also stdin redirected from one) is read into a
+ * single buffer of its size; a pipe is collected in chunks and joined, briefly holding it twice.
+ */
 async function readInput(path: string | undefined): Promise<Buffer> {
-  const source = path ? createReadStream(path) : process.stdin;
+  const fd = path ? openSync(path, 'r') : 0;
+  try {
+    if (fstatSync(fd).isFile()) return readFileSync(fd);
+  } finally {
+    if (path) closeSync(fd);
+  }
   const chunks: Buffer[] = [];
-  for await (const chunk of source) chunks.push(chunk as Buffer);
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
 }
 
