@@ -38,18 +38,24 @@ export function* base64Lines(chunks: Iterable<Buffer>): Generator<Buffer> {
   yield* out.flush();
 }
 
-/** Collects encoded lines into ~64 KB buffers; a buffer is never written again once yielded. */
+/**
+ * Collects encoded lines into ~64 KB buffers; a buffer is never written again once yielded.
+ * Only the first buffer is sized to the need at hand (at least 64 lines), so a small signature
+ * does not cost a 64 KB allocation while a stream of tiny chunks still gives full pieces.
+ */
 class PieceWriter {
   private buf = Buffer.alloc(0);
   private used = 0;
+  private started = false;
 
   /** Encodes at most PIECE_IN octets (whole lines, except for the very last call). */
   *encode(data: Buffer): Generator<Buffer> {
     const lines = Math.ceil(data.length / LINE_BYTES);
     if (this.used + lines * LINE_OUT > this.buf.length) {
       yield* this.flush();
-      // Sized to need: a small message should not cost a 64 KB allocation.
-      this.buf = Buffer.allocUnsafe(Math.min(LINES_PER_PIECE, Math.max(lines, 64)) * LINE_OUT);
+      const pieceLines = this.started ? LINES_PER_PIECE : Math.min(LINES_PER_PIECE, Math.max(lines, 64));
+      this.buf = Buffer.allocUnsafe(pieceLines * LINE_OUT);
+      this.started = true;
     }
     const chars = this.buf.write(data.toString('base64'), this.used, 'latin1');
     // Spread the lines out from the last one backwards, so no line is overwritten before it moves.
