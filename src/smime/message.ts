@@ -22,7 +22,7 @@ import {
 } from './cms/signed-data';
 import { OID } from '../asn1/oids';
 import {
-  base64Lines, canonicalize, decodeTransferEncoding, headerValue, is7bitSafe, make7bit, newBoundary,
+  base64Lines, canonicalize, decodeTransferEncoding, headerValue, is7bitSafe, make7bit, MimeError, newBoundary,
   parseContentType, parseEntity, splitHeaders, splitMultipart, type Entity, type HeaderField,
 } from './mime';
 
@@ -121,35 +121,48 @@ export function signMessage(input: Buffer, signer: SignerCredentials, opts: Sign
   return opts.opaque ? signOpaque(split, signer, opts) : signMultipart(split, signer, opts);
 }
 
-function* signOpaque(split: Split, signer: SignerCredentials, opts: SignOptions): Generator<Buffer> {
+function signOpaque(split: Split, signer: SignerCredentials, opts: SignOptions): Chunks {
   const der = signEncapsulated(Buffer.concat(split.inner, split.innerLength), signer, opts);
-  yield* outerHeaderChunks(split.outer, pkcs7MimeHeaders('signed-data'));
-  yield* base64Lines([der]);
+  return (function* (): Generator<Buffer> {
+    yield* outerHeaderChunks(split.outer, pkcs7MimeHeaders('signed-data'));
+    yield* base64Lines([der]);
+  })();
 }
 
-function* signMultipart(split: Split, signer: SignerCredentials, opts: SignOptions): Generator<Buffer> {
+function sevenBitEntity(split: Split): Buffer {
+  try {
+    return make7bit(Buffer.concat(split.inner, split.innerLength));
+  } catch (e) {
+    if (!(e instanceof MimeError)) throw e;
+    throw new SmimeError(`cannot make the content 7-bit safe for multipart/signed (${e.message}); sign it opaque instead`);
+  }
+}
+
+/** Signs now (errors surface here, before any output); the returned chunks only assemble the MIME. */
+function signMultipart(split: Split, signer: SignerCredentials, opts: SignOptions): Chunks {
   // Most mail is already 7-bit (base64 attachments): then the body is hashed in place, uncopied.
-  const signed = split.inner.every(is7bitSafe) ? split.inner : [make7bit(Buffer.concat(split.inner, split.innerLength))];
+  const signed = split.inner.every(is7bitSafe) ? split.inner : [sevenBitEntity(split)];
   const digestName = signingDigest(signer, opts);
   const hash = createHash(digestName);
   for (const chunk of signed) hash.update(chunk);
   const signature = signDetached(hash.digest(), signer, opts);
-
   const boundary = newBoundary();
-  yield* outerHeaderChunks(split.outer, [
-    `Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=${micalg(digestName)};`,
-    ` boundary="${boundary}"`,
-  ]);
-  yield Buffer.from(`This is an S/MIME signed message\r\n\r\n--${boundary}\r\n`);
-  yield* signed;
-  yield Buffer.from(
-    `\r\n--${boundary}\r\n` +
-      'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n' +
-      'Content-Transfer-Encoding: base64\r\n' +
-      'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n',
-  );
-  yield* base64Lines([signature]);
-  yield Buffer.from(`--${boundary}--\r\n`);
+  return (function* (): Generator<Buffer> {
+    yield* outerHeaderChunks(split.outer, [
+      `Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=${micalg(digestName)};`,
+      ` boundary="${boundary}"`,
+    ]);
+    yield Buffer.from(`This is an S/MIME signed message\r\n\r\n--${boundary}\r\n`);
+    yield* signed;
+    yield Buffer.from(
+      `\r\n--${boundary}\r\n` +
+        'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n' +
+        'Content-Transfer-Encoding: base64\r\n' +
+        'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n',
+    );
+    yield* base64Lines([signature]);
+    yield Buffer.from(`--${boundary}--\r\n`);
+  })();
 }
 
 // ---------------------------------------------------------------------------

@@ -157,3 +157,10 @@ test('an S/MIME part inside a multipart is not decrypted (EFAIL direct exfiltrat
   assert.equal(layers.length, 0);
   assert.ok(!message.includes('Bratislava'));
 });
+
+test('content that cannot be made 7-bit safe is refused for multipart/signed, and opaque signing still works', () => {
+  const bad = Buffer.from('From: user@a.example\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\xff\xfe\r\n', 'latin1');
+  assert.throws(() => signMessage(bad, creds('user-a-rsa')), /7-bit safe.*opaque/);
+  const opaque = join(signMessage(bad, creds('user-a-rsa'), { opaque: true }));
+  assert.equal(verifyMessage(opaque, trust()).verdict, 'good-trusted');
+});
