@@ -4,19 +4,21 @@
  * Machines are noisy: compare the ratios, not the absolute figures.
  *
  * Environment: CSTP_BENCH_SECONDS (time per in-process measurement, default 2),
- * CSTP_BENCH_CLI_RUNS (openssl cms invocations per operation, default 20).
+ * CSTP_BENCH_CLI_RUNS (openssl cms invocations per operation, default 20), CSTP_BENCH_ROUNDS
+ * (alternating rounds for the sign+encrypt target, default 5).
  */
 import { execFileSync } from 'node:child_process';
-import { createPrivateKey, randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes, sign } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Certificate } from '../src/pki/certificate';
-import { decryptMessage, encryptMessage, signMessage, verifyMessage } from '../src/smime/message';
+import { decryptMessage, encryptMessage, signAndEncryptMessage, signMessage, verifyMessage } from '../src/smime/message';
 import { pkiPath, pkiRead } from '../test/helpers/pki';
 
 const SECONDS = Number(process.env.CSTP_BENCH_SECONDS ?? 2);
 const CLI_RUNS = Number(process.env.CSTP_BENCH_CLI_RUNS ?? 20);
+const ROUNDS = Number(process.env.CSTP_BENCH_ROUNDS ?? 5);
 
 const cert = (n: string): Certificate => Certificate.fromPem(pkiRead(`${n}.crt`))[0];
 const creds = (n: string) => ({ cert: cert(n), key: createPrivateKey(pkiRead(`${n}.key`)), chain: [] as Certificate[] });
@@ -57,6 +59,32 @@ function opensslSpeedRsa2048Sign(): number {
   return Number(line.trim().split(/\s+/)[5]); // rsa 2048 bits <sign s> <verify s> <sign/s> <verify/s>
 }
 
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/**
+ * The issue's target, sign+encrypt of 10 KB >= 0.7x `openssl speed rsa2048` sign/s per core,
+ * measured in alternating rounds so that both sides see the same machine load; the raw Node
+ * RSA sign rate in the same rounds separates Node-vs-OpenSSL from cstp's own overhead.
+ */
+function targetRounds(msg: Buffer, signer: ReturnType<typeof creds>, recipient: Certificate): void {
+  const digest = Buffer.alloc(32, 1);
+  const rounds: { speed: number; raw: number; cstp: number }[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    rounds.push({
+      speed: opensslSpeedRsa2048Sign(),
+      raw: opsPerSecond(() => sign('sha256', digest, signer.key)),
+      cstp: opsPerSecond(() => join2(signAndEncryptMessage(msg, signer, [recipient]))),
+    });
+  }
+  const ratios = rounds.map((r) => r.cstp / r.speed);
+  console.log(`target, ${ROUNDS} alternating rounds (one core each): medians`);
+  console.log(row(['', 'msg|sign/s', 'vs openssl']));
+  console.log(row(['openssl speed rsa2048', median(rounds.map((r) => r.speed)), '1.00x']));
+  console.log(row(['node crypto.sign RSA', median(rounds.map((r) => r.raw)), `${median(rounds.map((r) => r.raw / r.speed)).toFixed(2)}x`]));
+  console.log(row(['cstp sign+encrypt 10KB', median(rounds.map((r) => r.cstp)), `${median(ratios).toFixed(2)}x`]));
+  console.log(`per-round ratios: ${ratios.map((r) => r.toFixed(2)).join(' ')}; target >= 0.70x: ${median(ratios) >= 0.7 ? 'MET' : 'NOT MET'}`);
+}
+
 function row(cells: (string | number)[]): string {
   return cells.map((c, i) => (typeof c === 'number' ? c.toFixed(c >= 100 ? 0 : 1) : c).padStart(i === 0 ? 0 : 12).padEnd(i === 0 ? 22 : 0)).join('');
 }
@@ -69,7 +97,6 @@ function main(): void {
   const trust = { anchors: [cert('ca')] };
   const P = (f: string): string => pkiPath(f);
   const ops = ['sign', 'verify', 'encrypt', 'decrypt', 'sign+encrypt'];
-  const results: Record<string, { cstp: number; openssl: number }> = {};
 
   console.log(`cstp S/MIME engine vs openssl cms CLI; ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}, OpenSSL ${process.versions.openssl}`);
   console.log(`in-process: ${SECONDS}s per measurement, one thread; CLI: ${CLI_RUNS} runs per operation, process start included\n`);
@@ -87,7 +114,7 @@ function main(): void {
       verify: () => verifyMessage(signed, trust),
       encrypt: () => join2(encryptMessage(msg, [recipient])),
       decrypt: () => decryptMessage(encrypted, [recipientKey]),
-      'sign+encrypt': () => join2(encryptMessage(join2(signMessage(msg, signer)), [recipient])),
+      'sign+encrypt': () => join2(signAndEncryptMessage(msg, signer, [recipient])),
     };
     const signArgs = ['cms', '-sign', '-binary', '-md', 'sha256', '-in', files.msg, '-signer', P('user-a-rsa.crt'), '-inkey', P('user-a-rsa.key'), '-out', files.out];
     const cli: Record<string, () => number> = {
@@ -101,16 +128,11 @@ function main(): void {
     console.log(row([`${label} (ops/s)`, 'cstp', 'openssl cms', 'ratio']));
     for (const op of ops) {
       const r = { cstp: opsPerSecond(cstp[op]), openssl: cli[op]() };
-      results[`${op} ${label}`] = r;
       console.log(row([op, r.cstp, r.openssl, `${(r.cstp / r.openssl).toFixed(2)}x`]));
     }
     console.log('');
   }
-  const speed = opensslSpeedRsa2048Sign();
-  const se = results['sign+encrypt 10 KB'].cstp;
-  const ratio = se / speed;
-  console.log(`openssl speed rsa2048: ${speed.toFixed(0)} sign/s (one core)`);
-  console.log(`cstp sign+encrypt 10 KB: ${se.toFixed(0)} msg/s (one core) = ${ratio.toFixed(2)}x openssl RSA-2048 sign/s; target >= 0.70x: ${ratio >= 0.7 ? 'MET' : 'NOT MET'}`);
+  targetRounds(message(10 * 1024), signer, recipient);
   rmSync(dir, { recursive: true, force: true });
 }
 

@@ -69,6 +69,8 @@ export class Certificate {
   /** SHA-256 of the DER, lowercase hex. */
   readonly fingerprint: string;
 
+  private cachedPublicKey?: KeyObject;
+
   private constructor(der: Buffer) {
     this.der = der;
     try {
@@ -168,8 +170,10 @@ export class Certificate {
     return data.includes('-----BEGIN CERTIFICATE-----') ? Certificate.fromPem(data) : [Certificate.fromDer(data)];
   }
 
+  /** Cached: X509Certificate.publicKey builds a new KeyObject on every access. */
   get publicKey(): KeyObject {
-    return this.x509.publicKey;
+    this.cachedPublicKey ??= this.x509.publicKey;
+    return this.cachedPublicKey;
   }
 
   get isCA(): boolean {

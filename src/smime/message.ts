@@ -111,22 +111,34 @@ export interface SignMessageOptions extends SignOptions {
   opaque?: boolean;
 }
 
+/** A MIME entity produced by signing: its content header fields and its body, as chunks. */
+interface SignedEntity {
+  contentHeaders: string[];
+  body: Buffer[];
+}
+
 /**
  * Signs a message. Detached (default): multipart/signed whose first part is the content
  * entity made 7-bit safe, so relays cannot alter the signed bytes (RFC 8551 3.1.3).
+ * The signature is made now, so errors come before any output.
  */
 export function signMessage(input: Buffer, signer: SignerCredentials, opts: SignMessageOptions = {}): Chunks {
   requireUsable(signer.cert, 'sign');
   const split = splitForWrapping(input);
+  const signed = signEntity(split, signer, opts);
+  return (function* (): Generator<Buffer> {
+    yield* outerHeaderChunks(split.outer, signed.contentHeaders);
+    yield* signed.body;
+  })();
+}
+
+function signEntity(split: Split, signer: SignerCredentials, opts: SignMessageOptions): SignedEntity {
   return opts.opaque ? signOpaque(split, signer, opts) : signMultipart(split, signer, opts);
 }
 
-function signOpaque(split: Split, signer: SignerCredentials, opts: SignOptions): Chunks {
+function signOpaque(split: Split, signer: SignerCredentials, opts: SignOptions): SignedEntity {
   const der = signEncapsulated(Buffer.concat(split.inner, split.innerLength), signer, opts);
-  return (function* (): Generator<Buffer> {
-    yield* outerHeaderChunks(split.outer, pkcs7MimeHeaders('signed-data'));
-    yield* base64Lines([der]);
-  })();
+  return { contentHeaders: pkcs7MimeHeaders('signed-data'), body: [...base64Lines([der])] };
 }
 
 function sevenBitEntity(split: Split): Buffer {
@@ -138,8 +150,7 @@ function sevenBitEntity(split: Split): Buffer {
   }
 }
 
-/** Signs now (errors surface here, before any output); the returned chunks only assemble the MIME. */
-function signMultipart(split: Split, signer: SignerCredentials, opts: SignOptions): Chunks {
+function signMultipart(split: Split, signer: SignerCredentials, opts: SignOptions): SignedEntity {
   // Most mail is already 7-bit (base64 attachments): then the body is hashed in place, uncopied.
   const signed = split.inner.every(is7bitSafe) ? split.inner : [sevenBitEntity(split)];
   const digestName = signingDigest(signer, opts);
@@ -147,22 +158,24 @@ function signMultipart(split: Split, signer: SignerCredentials, opts: SignOption
   for (const chunk of signed) hash.update(chunk);
   const signature = signDetached(hash.digest(), signer, opts);
   const boundary = newBoundary();
-  return (function* (): Generator<Buffer> {
-    yield* outerHeaderChunks(split.outer, [
+  return {
+    contentHeaders: [
       `Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=${micalg(digestName)};`,
       ` boundary="${boundary}"`,
-    ]);
-    yield Buffer.from(`This is an S/MIME signed message\r\n\r\n--${boundary}\r\n`);
-    yield* signed;
-    yield Buffer.from(
-      `\r\n--${boundary}\r\n` +
-        'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n' +
-        'Content-Transfer-Encoding: base64\r\n' +
-        'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n',
-    );
-    yield* base64Lines([signature]);
-    yield Buffer.from(`--${boundary}--\r\n`);
-  })();
+    ],
+    body: [
+      Buffer.from(`This is an S/MIME signed message\r\n\r\n--${boundary}\r\n`),
+      ...signed,
+      Buffer.from(
+        `\r\n--${boundary}\r\n` +
+          'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n' +
+          'Content-Transfer-Encoding: base64\r\n' +
+          'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n',
+      ),
+      ...base64Lines([signature]),
+      Buffer.from(`--${boundary}--\r\n`),
+    ],
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -174,15 +187,41 @@ function signMultipart(split: Split, signer: SignerCredentials, opts: SignOption
  * mainstream client reads.
  */
 export function encryptMessage(input: Buffer, recipients: Certificate[], opts: EnvelopeOptions = {}): Chunks {
+  checkRecipients(recipients);
+  const split = splitForWrapping(input);
+  return encryptEntity(split.outer, split.inner, split.innerLength, recipients, opts);
+}
+
+/**
+ * Signs, then encrypts the signed entity (RFC 8551 3.6 order), in one pass: the signed entity
+ * goes into the envelope as chunks, never serialised and re-parsed as a message in between.
+ * Output is the same as `sign | encrypt`.
+ */
+export function signAndEncryptMessage(
+  input: Buffer, signer: SignerCredentials, recipients: Certificate[], opts: SignMessageOptions & EnvelopeOptions = {},
+): Chunks {
+  requireUsable(signer.cert, 'sign');
+  checkRecipients(recipients);
+  const split = splitForWrapping(input);
+  const signed = signEntity(split, signer, opts);
+  const inner = [Buffer.from(`${signed.contentHeaders.join('\r\n')}\r\n\r\n`), ...signed.body];
+  return encryptEntity(split.outer, inner, inner.reduce((n, b) => n + b.length, 0), recipients, opts);
+}
+
+function checkRecipients(recipients: Certificate[]): void {
   if (recipients.length === 0) throw new SmimeError('no recipient certificate given');
   for (const r of recipients) requireUsable(r, 'encrypt');
-  const split = splitForWrapping(input);
+}
+
+function encryptEntity(
+  outer: HeaderField[], inner: Buffer[], innerLength: number, recipients: Certificate[], opts: EnvelopeOptions,
+): Chunks {
   const authenticated = /gcm$/.test(opts.cipher ?? '');
-  const der = envelope(split.inner, split.innerLength, recipients, opts);
+  const der = envelope(inner, innerLength, recipients, opts);
   // Start the envelope now: an unusable certificate fails here, before any output is written.
   const first = der.next();
   return (function* (): Generator<Buffer> {
-    yield* outerHeaderChunks(split.outer, pkcs7MimeHeaders(authenticated ? 'authEnveloped-data' : 'enveloped-data'));
+    yield* outerHeaderChunks(outer, pkcs7MimeHeaders(authenticated ? 'authEnveloped-data' : 'enveloped-data'));
     yield* base64Lines((function* () {
       if (!first.done) yield first.value;
       yield* der;

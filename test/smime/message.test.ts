@@ -4,7 +4,7 @@ import { createPrivateKey } from 'node:crypto';
 import { test } from 'node:test';
 import { Certificate } from '../../src/pki/certificate';
 import {
-  decryptMessage, encryptMessage, signMessage, SmimeError, STATUS_HEADER, unwrapMessage, verifyMessage,
+  decryptMessage, encryptMessage, signAndEncryptMessage, signMessage, SmimeError, STATUS_HEADER, unwrapMessage, verifyMessage,
 } from '../../src/smime/message';
 import { pkiPath, pkiRead } from '../helpers/pki';
 
@@ -163,4 +163,18 @@ test('content that cannot be made 7-bit safe is refused for multipart/signed, an
   assert.throws(() => signMessage(bad, creds('user-a-rsa')), /7-bit safe.*opaque/);
   const opaque = join(signMessage(bad, creds('user-a-rsa'), { opaque: true }));
   assert.equal(verifyMessage(opaque, trust()).verdict, 'good-trusted');
+});
+
+test('signAndEncryptMessage equals sign | encrypt: unwraps to a good+trusted signature inside the envelope', () => {
+  for (const opaque of [false, true]) {
+    const out = join(signAndEncryptMessage(MESSAGE, creds('user-a-rsa'), [cert('gw-b-rsa')], { opaque, cipher: 'aes-256-gcm' }));
+    for (const h of ['From', 'To', 'Subject', 'Date', 'Message-ID', 'Received']) assert.deepEqual(header(out, h), header(MESSAGE, h), h);
+    const { message, layers } = unwrapMessage(out, { keys: [creds('gw-b-rsa')], trust: trust() });
+    assert.deepEqual(layers.map((l) => l.type), ['encrypted', 'signed']);
+    assert.equal(layers[1].type === 'signed' && layers[1].report.verdict, 'good-trusted');
+    assert.equal(layers[1].type === 'signed' && layers[1].report.detached, !opaque);
+    if (opaque) assert.ok(body(message).equals(body(MESSAGE)), 'opaque keeps the 8-bit body byte-exact');
+    else assert.match(body(message).toString('latin1'), /Gr=C3=BC=C3=9Fe/, 'detached made it quoted-printable');
+  }
+  assert.throws(() => signAndEncryptMessage(MESSAGE, creds('user-a-rsa'), [cert('weak-rsa')]), /1024/);
 });
