@@ -14,11 +14,13 @@ import { isDomainPattern } from './addresses';
  *   localDomains = (none)
  *       The domains this gateway serves. "*.example.org" matches every subdomain (not example.org
  *       itself). Outbound mail to a local domain stays inside: it is never encrypted nor refused.
- *   mixedRecipients = liberal
+ *   mixedRecipients = restrictive
  *       When some recipients have a usable certificate and others not:
  *       restrictive  only the encrypted copy is delivered; every other recipient is refused with
  *                    a delivery status notification to the sender (never a silent drop);
  *       liberal      the others also receive the message, treated as withoutCertificate says.
+ *       Restrictive by default: content meant to be encrypted does not also cross the internet in
+ *       plaintext unless the administrator chooses so.
  *   withoutCertificate = unaltered
  *       Outbound recipients without a usable certificate get the message
  *       unaltered           as it came, or
@@ -60,7 +62,7 @@ export interface PolicySettings {
 export const DEFAULT_POLICY: Readonly<PolicySettings> = Object.freeze({
   localNetworks: ['127.0.0.0/8', '::1/128'],
   localDomains: [],
-  mixedRecipients: 'liberal',
+  mixedRecipients: 'restrictive',
   withoutCertificate: 'unaltered',
   requireEncryption: [],
   signing: 'user-then-gateway',

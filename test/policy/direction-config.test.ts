@@ -36,7 +36,7 @@ test('the defaults are documented values', () => {
   const { networks, ...settings } = resolvePolicyConfig();
   assert.ok(networks);
   assert.deepEqual(settings, {
-    localNetworks: ['127.0.0.0/8', '::1/128'], localDomains: [], mixedRecipients: 'liberal', withoutCertificate: 'unaltered',
+    localNetworks: ['127.0.0.0/8', '::1/128'], localDomains: [], mixedRecipients: 'restrictive', withoutCertificate: 'unaltered',
     requireEncryption: [], signing: 'user-then-gateway', preferAuthenticatedEncryption: true, preferOaep: true,
   });
   assert.deepEqual(settings, { ...DEFAULT_POLICY });

@@ -12,7 +12,7 @@ const store = () => lookups({
 });
 
 test('explain: the paper example under liberal names every decision', () => {
-  const text = explainPlan(planMessage(outbound(['juro@intel', 'julia@intel', 'fedor@mulholland']), amdConfig(), store()));
+  const text = explainPlan(planMessage(outbound(['juro@intel', 'julia@intel', 'fedor@mulholland']), amdConfig({ mixedRecipients: 'liberal' }), store()));
   const lines = text.split('\n');
   assert.equal(lines[0], 'direction: outbound (client 10.1.0.25 is in local network 10.1.0.0/16)');
   assert.equal(lines[1], 'sender: juro@amd');

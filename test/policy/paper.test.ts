@@ -39,7 +39,7 @@ test('example 1, liberal: one copy signed by cstpbox@amd and encrypted to intel 
 });
 
 test('example 1, liberal with detached signatures: fedor receives it signed by the amd gateway', () => {
-  const plan = planMessage(outbound(RECIPIENTS), amdConfig({ withoutCertificate: 'detached-signature' }), amdStore());
+  const plan = planMessage(outbound(RECIPIENTS), amdConfig({ mixedRecipients: 'liberal', withoutCertificate: 'detached-signature' }), amdStore());
   const t = plan.deliveries[1].transformation;
   assert.equal(t.kind, 'detached-signature');
   if (t.kind === 'detached-signature') assert.equal(t.signer.cert.fingerprint, paperCert('gw-amd').fingerprint);
