@@ -171,3 +171,20 @@ export function upgradeToTls(conn: ScriptedConnection, key: Buffer, cert: Buffer
   secure.on('error', () => undefined);
   return scripted(secure);
 }
+
+/** Greeting, then 250 to every command, 354 to DATA, 221 to QUIT: a well-behaved scripted peer. */
+export async function acceptAll(conn: ScriptedConnection, greet = true): Promise<void> {
+  if (greet) conn.send('220 scripted ESMTP\r\n');
+  for (;;) {
+    const line = await conn.line();
+    if (line === 'DATA') {
+      conn.send('354 go\r\n');
+      while ((await conn.line()) !== '.');
+      conn.send('250 2.0.0 queued as SCRIPTED\r\n');
+    } else if (line === 'QUIT') {
+      conn.send('221 2.0.0 bye\r\n');
+      conn.socket.end();
+      return;
+    } else conn.send(line.startsWith('EHLO') ? '250-scripted\r\n250 DSN\r\n' : '250 2.1.0 ok\r\n');
+  }
+}

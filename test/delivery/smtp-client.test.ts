@@ -332,8 +332,9 @@ describe('SmtpClient against scripted socket peers (faults smtp-sink cannot make
     assert.deepEqual(r, { code: 421, enhanced: '4.3.2', lines: ['4.3.2 too busy'] });
   });
 
-  it('reads an EHLO reply that arrives one byte per packet', async () => {
+  it('reads an EHLO reply that arrives one byte per packet; passes SIZE, SMTPUTF8 and BODY where advertised', async () => {
     const ehlo = '250-scripted\r\n250-SIZE 5000\r\n250-SMTPUTF8\r\n250 8BITMIME\r\n';
+    const lines: string[] = [];
     const port = await serve(async (conn) => {
       conn.send('220 x\r\n');
       await conn.line();
@@ -341,12 +342,17 @@ describe('SmtpClient against scripted socket peers (faults smtp-sink cannot make
         conn.send(ch);
         await new Promise((r) => setImmediate(r));
       }
+      lines.push(await conn.line());
+      conn.send('250 ok\r\n');
       await accepting(conn);
     });
     const c = client(port);
     assert.equal((await c.open()).code, 250);
     assert.equal(c.capabilities.size, 5000);
     assert.deepEqual([...c.capabilities.keywords.keys()], ['SIZE', 'SMTPUTF8', '8BITMIME']);
+    const params = { size: 1234, body: '8BITMIME' as const, smtputf8: true, ret: 'FULL' as const };
+    assert.equal((await c.mail('jörg@a.example', params)).code, 250);
+    assert.deepEqual(lines, ['MAIL FROM:<jörg@a.example> SIZE=1234 BODY=8BITMIME SMTPUTF8']);
     await c.quit();
   });
 
