@@ -5,13 +5,18 @@
  */
 import { EXIT, UsageError, printUsage, type Command } from './cli-support';
 import { smimeCommands } from './smime-commands';
+import { certCommands, initCommands, keyCommands, untrustedCommands } from './store-commands';
 
 const GROUPS: Record<string, { summary: string; commands: Record<string, Command> }> = {
   smime: { summary: 'S/MIME on RFC 5322 messages (stdin to stdout)', commands: smimeCommands },
+  init: { summary: 'create the key store and a gateway key and certificate for a domain', commands: initCommands },
+  cert: { summary: 'certificates in the key store (remote gateways and users, local users, trust anchors)', commands: certCommands },
+  key: { summary: 'private keys in the key store (gateway identities, local users)', commands: keyCommands },
+  untrusted: { summary: 'certificates harvested from signatures, for review', commands: untrustedCommands },
 };
 
 function topUsage(): number {
-  const lines = Object.entries(GROUPS).map(([name, g]) => `  cstp ${name} ${Object.keys(g.commands).join('|')} [options]\n      ${g.summary}`);
+  const lines = Object.entries(GROUPS).map(([name, g]) => `  cstp ${[name, Object.keys(g.commands).join('|')].filter(Boolean).join(' ')} [options]\n      ${g.summary}`);
   const details = Object.values(GROUPS).flatMap((g) => Object.values(g.commands).map((c) => c.usage));
   process.stdout.write(`cstp: the cryptographic SMTP transparent proxy
 
@@ -33,11 +38,17 @@ async function dispatch(argv: string[]): Promise<number> {
   if (isHelp(groupName)) return topUsage();
   const group = GROUPS[groupName];
   if (!group) throw new UsageError(`unknown command "${groupName}" (try cstp --help)`);
+  // A group whose only command is keyed '' is a command itself (cstp init --domain D).
+  if (group.commands['']) return runCommand(group.commands[''], argv.slice(1));
   if (isHelp(commandName)) return topUsage();
   const command = group.commands[commandName];
   if (!command) throw new UsageError(`unknown command "${groupName} ${commandName}" (try cstp --help)`);
-  if (rest.includes('--help') || rest.includes('-h')) return printUsage(command);
-  return command.run(rest);
+  return runCommand(command, rest);
+}
+
+function runCommand(command: Command, args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) return Promise.resolve(printUsage(command));
+  return command.run(args);
 }
 
 /** Runs the CLI; resolves to the exit code. Never throws. */
