@@ -5,7 +5,7 @@
  * keyed by this file's content, like test/helpers/pki.ts.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,4 +49,8 @@ function paperDir(): string {
 
 export function paperCert(name: keyof typeof CERTS): Certificate {
   return Certificate.fromPem(readFileSync(join(paperDir(), `${name}.crt`)))[0];
+}
+
+export function paperKey(name: keyof typeof CERTS): KeyObject {
+  return createPrivateKey(readFileSync(join(paperDir(), `${name}.key`)));
 }

@@ -1,0 +1,70 @@
+/** `cstp policy explain` end to end: a real store, the command in a child process. */
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { KeyStore } from '../../src/store/key-store';
+import { paperCert, paperKey } from './paper-pki';
+
+const COMMANDS = resolve(__dirname, '../../src/admin/policy-commands.js');
+const dir = mkdtempSync(join(tmpdir(), 'cstp-policy-cli-'));
+const storeDir = join(dir, 'store');
+const passFile = join(dir, 'pass');
+
+before(async () => {
+  writeFileSync(passFile, 'correct horse\n', { mode: 0o600 });
+  const store = KeyStore.open({ path: storeDir, passphrase: 'correct horse' });
+  store.putGatewayIdentity('amd', { key: paperKey('gw-amd'), cert: paperCert('gw-amd'), chain: [] });
+  store.addCertificate(paperCert('gw-intel'), 'gateway', ['intel']);
+  store.addCertificate(paperCert('julia'), 'remote');
+  await store.close();
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function explain(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const script = `require(${JSON.stringify(COMMANDS)}).policyCommands.explain.run(process.argv.slice(1))
+    .then((c) => { process.exitCode = c; }, (e) => { process.stderr.write(e.constructor.name + ': ' + e.message + '\\n'); process.exitCode = 3; })`;
+  const r = spawnSync(process.execPath, ['-e', script, '--', '--store', storeDir, '--store-pass-file', passFile, ...args], {
+    encoding: 'utf8', env: { ...process.env, CSTP_STORE_PASSPHRASE: '' },
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('explain prints the paper example from the store: intel encrypted and signed by amd, fedor refused (restrictive default)', () => {
+  const r = explain('--from', 'juro@amd', '--to', 'juro@intel,julia@intel', '--to', 'fedor@mulholland', '--at', '2030-01-01T00:00:00Z');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^direction: outbound \(direction given\)\nsender: juro@amd\n/);
+  assert.match(r.stdout, /  julia@intel: user certificate "CN=Julia/);
+  assert.match(r.stdout, /delivery 1 via original connection: juro@intel, julia@intel\n  sign with the gateway key of amd /);
+  assert.match(r.stdout, /encrypt with aes-256-cbc \(RSA key transport rsa-pkcs1\) for 2 certificate\(s\)/);
+  assert.match(r.stdout, /refused: fedor@mulholland with 550 5\.7\.1/);
+});
+
+test('explain with --mixed liberal and --client in a local network', () => {
+  const r = explain('--from', 'juro@amd', '--to', 'juro@intel,fedor@mulholland', '--client', '10.1.0.25', '--local-networks', '10.1.0.0/16', '--mixed', 'liberal');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /direction: outbound \(client 10\.1\.0\.25 is in local network 10\.1\.0\.0\/16\)/);
+  assert.match(r.stdout, /delivery 2 via second connection .*: fedor@mulholland\n  unaltered: no usable certificate/);
+});
+
+test('explain inbound --encrypted at the amd gateway: its own key opens mail for amd', () => {
+  const r = explain('--from', 'juro@intel', '--to', 'juro@amd', '--direction', 'in', '--encrypted');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /delivery 1 via original connection: juro@amd\n  decrypt with the gateway key "CN=cstp gateway amd/);
+});
+
+test('explain: usage errors and a wrong passphrase', () => {
+  for (const args of [['--to', 'x@intel'], ['--from', 'a@amd'], ['--from', 'a@amd', '--to', 'x@intel', '--mixed', 'strict'],
+    ['--from', 'a@amd', '--to', 'x@intel', '--direction', 'sideways'], ['--from', 'a@amd', '--to', 'x@intel', '--client', 'nowhere']]) {
+    const r = explain(...args);
+    assert.equal(r.status, 3, args.join(' '));
+    assert.match(r.stderr, /^UsageError: /, args.join(' '));
+  }
+  writeFileSync(join(dir, 'wrong'), 'wrong\n');
+  const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(COMMANDS)}).policyCommands.explain.run(process.argv.slice(1)).catch((e) => { process.stderr.write(e.message); process.exitCode = 3; })`,
+    '--', '--store', storeDir, '--store-pass-file', join(dir, 'wrong'), '--from', 'a@amd', '--to', 'x@intel'], { encoding: 'utf8' });
+  assert.equal(r.status, 3);
+  assert.match(r.stderr, /wrong passphrase/);
+});
