@@ -1,0 +1,24 @@
+/**
+ * cstp-config: first in config/plugins. Validates config/cstp.ini and prepares var/ before anything else loads,
+ * so a wrong value stops Haraka before it listens and Haraka's tls plugin finds the generated certificate.
+ */
+import { ConfigError } from '../../src/config/cstp-config';
+import { ensureTlsCertificate, ensureVarDir, generatedTlsPaths } from '../../src/config/instance';
+import { gatewayConfig, instanceDir, type Plugin } from '../haraka';
+
+/** sysexits.h EX_CONFIG: tells a supervisor that restarting will not help. */
+const EXIT_CONFIG = 78;
+
+export function register(this: Plugin): void {
+  try {
+    gatewayConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Written straight to stderr: Haraka's logger buffers lines until every plugin is loaded, which never happens.
+    process.stderr.write(`cstp: configuration error, not starting\n${err.message}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+  const dir = instanceDir();
+  ensureVarDir(dir);
+  if (ensureTlsCertificate(dir)) this.lognotice(`generated a self-signed STARTTLS certificate: ${generatedTlsPaths(dir).cert}`);
+}

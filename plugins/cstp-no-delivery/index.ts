@@ -1,0 +1,30 @@
+/**
+ * cstp-no-delivery: the guard for an instance without a delivery plugin. Haraka would otherwise accept
+ * recipients it cannot deliver to; this plugin answers DATA with 451 so the client keeps the message and retries
+ * later. It steps aside by itself as soon as any plugin registers the queue hook that would take the message.
+ */
+import { codes, type Connection, type Next, type Plugin } from '../haraka';
+
+export const NOT_CONFIGURED = 'cstp: delivery not configured';
+
+interface HarakaPlugins {
+  registered_hooks: Record<string, unknown[] | undefined>;
+}
+
+/** Recipients are the destination's to judge; with no destination to ask, accept them and refuse at DATA. */
+export function hook_rcpt(this: Plugin, next: Next, connection: Connection): void {
+  if (deliveryConfigured(this, connection)) return next();
+  next(codes.ok);
+}
+
+export function hook_data(this: Plugin, next: Next, connection: Connection): void {
+  if (deliveryConfigured(this, connection)) return next();
+  connection.lognotice(this, 'no delivery plugin is enabled: refusing DATA with 451');
+  next(codes.denysoft, NOT_CONFIGURED);
+}
+
+function deliveryConfigured(plugin: Plugin, connection: Connection): boolean {
+  const { registered_hooks } = plugin.haraka_require('plugins') as HarakaPlugins;
+  const hook = connection.relaying ? 'queue_outbound' : 'queue';
+  return (registered_hooks[hook]?.length ?? 0) > 0;
+}

@@ -1,0 +1,61 @@
+/**
+ * What cstp's plugins need from Haraka, typed. Package plugins are loaded with a plain require, outside Haraka's
+ * vm sandbox, so Haraka's return-code globals (OK, DENYSOFT...) are not in scope: they come from the
+ * haraka-constants module Haraka itself uses, resolved from Haraka's own directory so npm's layout does not matter.
+ */
+import { createRequire } from 'node:module';
+import { loadCstpConfig, type CstpConfig } from '../src/config/cstp-config';
+
+const harakaRequire = createRequire(require.resolve('haraka/package.json'));
+
+export const codes = harakaRequire('haraka-constants') as {
+  cont: number;
+  stop: number;
+  deny: number;
+  denysoft: number;
+  ok: number;
+};
+
+export type Next = (code?: number, message?: string) => void;
+
+export interface LogMethods {
+  logdebug(...args: unknown[]): void;
+  loginfo(...args: unknown[]): void;
+  lognotice(...args: unknown[]): void;
+  logwarn(...args: unknown[]): void;
+  logerror(...args: unknown[]): void;
+}
+
+export interface Plugin extends LogMethods {
+  name: string;
+  haraka_require(module: string): unknown;
+}
+
+export interface Transaction extends LogMethods {
+  uuid: string;
+}
+
+export interface Connection extends LogMethods {
+  uuid: string;
+  remote: { ip: string; port: number };
+  local: { ip: string; port: number };
+  relaying: boolean;
+  notes: Record<string, unknown>;
+  results: { add(plugin: Plugin, result: Record<string, unknown>): void };
+  transaction: Transaction | null;
+}
+
+/** The Haraka instance directory (haraka -c DIR); cstp's config/ and var/ are inside it. */
+export function instanceDir(): string {
+  const dir = process.env.HARAKA;
+  if (!dir) throw new Error('cstp plugins run inside Haraka started with -c DIR (HARAKA is not set)');
+  return dir;
+}
+
+let cached: CstpConfig | undefined;
+
+/** cstp.ini of this instance, loaded once per process (cstp-config has already validated it at startup). */
+export function gatewayConfig(): CstpConfig {
+  cached ??= loadCstpConfig(instanceDir());
+  return cached;
+}

@@ -1,0 +1,76 @@
+/**
+ * The one logger of the gateway: winston writing JSON lines to stdout. Haraka's own log lines are routed here by
+ * the cstp-log plugin, so an operator reads a single stream of one JSON object per line.
+ *
+ * Nothing secret is ever logged: decision() copies only the fields it names, so a caller cannot leak a key, a
+ * passphrase or a message body by passing a richer object than the types describe.
+ */
+import winston from 'winston';
+import type { LogLevel } from './config/schema';
+import type { Direction } from './policy/plan';
+
+export const logger = winston.createLogger({
+  level: 'info',
+  format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
+  transports: [new winston.transports.Console()],
+});
+
+export function setLogLevel(level: LogLevel): void {
+  logger.level = level;
+}
+
+export interface DeliveryFacts {
+  recipients: string[];
+  /** What was done to the message: e.g. "sign+encrypt", "sign", "detached-signature", "decrypt", "unaltered". */
+  action: string;
+  /** Content encryption and signature algorithms, e.g. "aes-256-cbc/rsa-pkcs1" or "sha-256/rsa". */
+  algorithm?: string;
+  /** SHA-256 fingerprints of the certificates used (encryption recipients and signer). */
+  certificates?: string[];
+  /** "same-destination", "second-connection" or "relay". */
+  route?: string;
+  reply: { code: number; text?: string };
+  durationMs: number;
+}
+
+export interface TransactionFacts {
+  uuid: string;
+  direction: Direction;
+  client: { ip: string; port?: number; helo?: string; tls?: boolean };
+  destination: { host: string; port: number; tls?: boolean };
+  sender: string;
+  recipients: string[];
+  deliveries: DeliveryFacts[];
+}
+
+/** The one decision line per transaction. */
+export function decision(facts: TransactionFacts): void {
+  logger.info('decision', {
+    event: 'decision',
+    uuid: facts.uuid,
+    direction: facts.direction,
+    client: pick(facts.client, ['ip', 'port', 'helo', 'tls']),
+    destination: pick(facts.destination, ['host', 'port', 'tls']),
+    sender: facts.sender,
+    recipients: [...facts.recipients],
+    deliveries: facts.deliveries.map(deliveryRecord),
+  });
+}
+
+function deliveryRecord(d: DeliveryFacts): Record<string, unknown> {
+  return {
+    recipients: [...d.recipients],
+    action: d.action,
+    algorithm: d.algorithm,
+    certificates: d.certificates ? [...d.certificates] : [],
+    route: d.route,
+    reply: pick(d.reply, ['code', 'text']),
+    durationMs: d.durationMs,
+  };
+}
+
+function pick<T extends object, K extends keyof T>(source: T, keys: K[]): Pick<T, K> {
+  const out = {} as Pick<T, K>;
+  for (const key of keys) if (source[key] !== undefined) out[key] = source[key];
+  return out;
+}
