@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createPrivateKey, sign, verify } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,6 +39,7 @@ function gateway(domain: string, emails = [`${domain}@${domain}`]) {
   return { key: privateKey, cert: c, chain: [] as Certificate[] };
 }
 
+const MODULE = join(__dirname, '../../src/store/key-store.js');
 const fprs = (cs: Certificate[]): string[] => cs.map((c) => c.fingerprint).sort();
 
 test('open creates the directory 0700 and the LMDB files 0600', () => {
@@ -262,9 +263,9 @@ test('a second process sees what this one wrote, and this one sees its writes', 
   const s = openStore(path);
   s.addCertificate(cert('user-a-rsa'), 'remote');
   s.putGatewayIdentity('amd.example', gateway('amd.example'));
-  const modulePath = join(__dirname, '../../src/store/key-store.js');
+  assert.equal(s.route('mx.intel.example:25'), undefined, 'read before the other process writes');
   const script = `
-    const { KeyStore } = require(${JSON.stringify(modulePath)});
+    const { KeyStore } = require(${JSON.stringify(MODULE)});
     const s = KeyStore.open({ path: process.argv[1], passphrase: process.env.PASS });
     const seen = { user: s.recipientCertificates('user@a.example').user.map((c) => c.fingerprint), gw: s.gatewayIdentity('amd.example').key.type };
     s.setRoute('mx.intel.example:25', 'relay');
@@ -275,4 +276,25 @@ test('a second process sees what this one wrote, and this one sees its writes', 
   assert.deepEqual(JSON.parse(out), { user: [cert('user-a-rsa').fingerprint], gw: 'private' });
   assert.equal(s.route('mx.intel.example:25')?.route, 'relay');
   assert.equal(s.untrusted()[0]?.seenFrom[0], 'child');
+});
+
+test('concurrent writers in several processes: every harvest is counted once', async () => {
+  const path = tempStore();
+  const s = openStore(path);
+  const der = cert('stranger').der.toString('base64');
+  const script = `
+    const { KeyStore } = require(${JSON.stringify(MODULE)});
+    const { Certificate } = require(${JSON.stringify(join(__dirname, '../../src/pki/certificate.js'))});
+    const s = KeyStore.open({ path: process.argv[1], passphrase: process.env.PASS });
+    const c = Certificate.fromDer(Buffer.from(process.env.DER, 'base64'));
+    for (let i = 0; i < 25; i++) s.harvest(c, 'writer-' + process.argv[2]);
+    s.close();`;
+  const run = (n: number) => new Promise<void>((done, fail) => {
+    const child = spawn(process.execPath, ['-e', script, path, String(n)], { env: { ...process.env, PASS, DER: der }, stdio: ['ignore', 'ignore', 'inherit'] });
+    child.on('exit', (code) => (code === 0 ? done() : fail(new Error(`writer ${n} exited ${code}`))));
+  });
+  await Promise.all([run(1), run(2), run(3)]);
+  const [entry] = s.untrusted();
+  assert.equal(entry.count, 75);
+  assert.deepEqual([...entry.seenFrom].sort(), ['writer-1', 'writer-2', 'writer-3']);
 });
