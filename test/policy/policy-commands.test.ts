@@ -1,4 +1,4 @@
-/** `cstp policy explain` end to end: a real store, the command in a child process. */
+/** `cstp policy explain` end to end: a real store, bin/cstp in a child process. */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { KeyStore } from '../../src/store/key-store';
 import { paperCert, paperKey } from './paper-pki';
 
-const COMMANDS = resolve(__dirname, '../../src/admin/policy-commands.js');
+const CSTP = resolve(__dirname, '../../../bin/cstp');
 const dir = mkdtempSync(join(tmpdir(), 'cstp-policy-cli-'));
 const storeDir = join(dir, 'store');
 const passFile = join(dir, 'pass');
@@ -23,14 +23,12 @@ before(async () => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function explain(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const script = `require(${JSON.stringify(COMMANDS)}).policyCommands.explain.run(process.argv.slice(1))
-    .then((c) => { process.exitCode = c; }, (e) => { process.stderr.write(e.constructor.name + ': ' + e.message + '\\n'); process.exitCode = 3; })`;
-  const r = spawnSync(process.execPath, ['-e', script, '--', '--store', storeDir, '--store-pass-file', passFile, ...args], {
-    encoding: 'utf8', env: { ...process.env, CSTP_STORE_PASSPHRASE: '' },
-  });
+function cstp(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CSTP, ...args], { encoding: 'utf8', env: { ...process.env, CSTP_STORE_PASSPHRASE: '' } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+const explain = (...args: string[]) => cstp('policy', 'explain', '--store', storeDir, '--store-pass-file', passFile, ...args);
 
 test('explain prints the paper example from the store: intel encrypted and signed by amd, fedor refused (restrictive default)', () => {
   const r = explain('--from', 'juro@amd', '--to', 'juro@intel,julia@intel', '--to', 'fedor@mulholland', '--at', '2030-01-01T00:00:00Z');
@@ -55,16 +53,18 @@ test('explain inbound --encrypted at the amd gateway: its own key opens mail for
   assert.match(r.stdout, /delivery 1 via original connection: juro@amd\n  decrypt with the gateway key "CN=cstp gateway amd/);
 });
 
-test('explain: usage errors and a wrong passphrase', () => {
+test('explain: usage errors exit 2, a wrong passphrase 3, --help 0', () => {
   for (const args of [['--to', 'x@intel'], ['--from', 'a@amd'], ['--from', 'a@amd', '--to', 'x@intel', '--mixed', 'strict'],
     ['--from', 'a@amd', '--to', 'x@intel', '--direction', 'sideways'], ['--from', 'a@amd', '--to', 'x@intel', '--client', 'nowhere']]) {
     const r = explain(...args);
-    assert.equal(r.status, 3, args.join(' '));
-    assert.match(r.stderr, /^UsageError: /, args.join(' '));
+    assert.equal(r.status, 2, args.join(' '));
+    assert.match(r.stderr, /^cstp: /, args.join(' '));
   }
   writeFileSync(join(dir, 'wrong'), 'wrong\n');
-  const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(COMMANDS)}).policyCommands.explain.run(process.argv.slice(1)).catch((e) => { process.stderr.write(e.message); process.exitCode = 3; })`,
-    '--', '--store', storeDir, '--store-pass-file', join(dir, 'wrong'), '--from', 'a@amd', '--to', 'x@intel'], { encoding: 'utf8' });
+  const r = cstp('policy', 'explain', '--store', storeDir, '--store-pass-file', join(dir, 'wrong'), '--from', 'a@amd', '--to', 'x@intel');
   assert.equal(r.status, 3);
   assert.match(r.stderr, /wrong passphrase/);
+  const help = cstp('policy', 'explain', '--help');
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /^Usage: cstp policy explain --from A --to B/);
 });
