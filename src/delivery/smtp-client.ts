@@ -268,7 +268,7 @@ export class SmtpClient {
         clearTimeout(timer);
         resolve(this.fail(localReply(421, '4.4.1', `${this.label} unreachable: ${err.code ?? err.message}`)));
       };
-      socket.once('error', onError);
+      socket.on('error', onError);
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.off('error', onError);
@@ -341,7 +341,7 @@ export class SmtpClient {
         clearTimeout(timer);
         resolve(this.fail(localReply(421, '4.7.0', `${this.label} TLS handshake failed: ${err.message}`)));
       };
-      secure.once('error', onError);
+      secure.on('error', onError);
       // The plain socket closing (peer gone) during the handshake is also a failure.
       secure.once('close', () => onError(new Error('connection closed')));
       secure.once('secureConnect', () => {

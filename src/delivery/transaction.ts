@@ -194,6 +194,8 @@ export class UpstreamTransaction {
     const env = this.envelope!;
     const params = { ...env.params, ...d.mailParams };
     let result: TransactionResult;
+    // A different SIZE alone does not restart the envelope: the client's SIZE was an estimate
+    // already (RFC 1870 lets a client declare an estimate) and the destination checks the real size.
     if (sameSet(d.recipients, env.recipients.map((r) => r.address)) && params.body === env.params.body) {
       const final = await client.data(d.message());
       result = {

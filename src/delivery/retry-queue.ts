@@ -1,0 +1,294 @@
+/**
+ * A durable on-disk retry queue for the parts of a split delivery that failed after another part
+ * was accepted (the client got 250, so cstp now owns the rest). Each item is two files in the
+ * spool directory: <id>.eml (the message, written once) and <id>.json (envelope and retry state,
+ * replaced atomically on every change). Both are written to a temporary name, fsynced and renamed,
+ * and the directory is fsynced, so a crash leaves either the old state or the new one.
+ *
+ * Items are retried with backoff; recipients that fail permanently, or still fail when the delays
+ * are used up, get an RFC 3464 delivery status notification queued to the sender via the
+ * configured bounce route. One runner per spool directory (no cross-process locking).
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { isPermanent, isPositive, localReply, type SmtpReply } from './reply';
+import { SmtpClient, type MailParams, type RcptParams, type Timeouts, type TlsOptions } from './smtp-client';
+import type { Endpoint } from './transaction';
+
+export interface QueuedRecipient {
+  address: string;
+  params: RcptParams;
+}
+
+export interface QueueItem {
+  id: string;
+  from: string;
+  mailParams: MailParams;
+  recipients: QueuedRecipient[];
+  destination: Endpoint;
+  /** ISO time of enqueueing. */
+  arrival: string;
+  attempts: number;
+  /** Epoch ms of the next try. */
+  nextAttempt: number;
+  lastReply?: SmtpReply;
+}
+
+export interface RecipientOutcome {
+  address: string;
+  reply: SmtpReply;
+}
+
+/** Send one queued item; resolves to a reply per recipient (accepted ones positive). */
+export type Sender = (item: QueueItem, message: Buffer) => Promise<RecipientOutcome[]>;
+
+export interface RetryQueueOptions {
+  dir: string;
+  /** Waits between attempts in ms; when they are used up the remaining recipients bounce. */
+  delays?: number[];
+  /** Where DSNs to senders go (normally the local mail server). Without it failures are only recorded. */
+  bounceRoute?: Endpoint;
+  /** Our name in DSNs (Reporting-MTA, MAILER-DAEMON address). */
+  reportingMta: string;
+  send: Sender;
+  now?: () => number;
+  /** Errors of timer-driven runs (spool unreadable, disk full), for logging. */
+  onError?: (err: Error) => void;
+}
+
+/** Minutes: 1, 5, 15, 30, then hourly up to about a day, a usual MTA schedule. */
+export const DEFAULT_DELAYS = [1, 5, 15, 30, ...Array(23).fill(60)].map((m: number) => m * 60_000);
+
+function writeDurably(path: string, data: Buffer | string): void {
+  const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export class RetryQueue {
+  private readonly delays: number[];
+  private readonly now: () => number;
+  private running?: Promise<void>;
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly opts: RetryQueueOptions) {
+    this.delays = opts.delays ?? DEFAULT_DELAYS;
+    this.now = opts.now ?? Date.now;
+    this.dropIncomplete();
+  }
+
+  /** Store a failed part durably; it is tried again after the first delay. */
+  enqueue(entry: { from: string; mailParams?: MailParams; recipients: QueuedRecipient[]; destination: Endpoint }, message: Buffer): QueueItem {
+    const id = `${this.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+    const item: QueueItem = {
+      id,
+      from: entry.from,
+      mailParams: entry.mailParams ?? {},
+      recipients: entry.recipients,
+      destination: entry.destination,
+      arrival: new Date(this.now()).toISOString(),
+      attempts: 0,
+      nextAttempt: this.now() + (this.delays[0] ?? 0),
+    };
+    // The message first: a state file always has its message.
+    writeDurably(this.path(id, 'eml'), message);
+    this.save(item);
+    return item;
+  }
+
+  /** Every item in the spool, oldest first. */
+  list(): QueueItem[] {
+    return readdirSync(this.opts.dir)
+      .filter((f) => f.endsWith('.json'))
+      .sort()
+      .map((f) => JSON.parse(readFileSync(join(this.opts.dir, f), 'utf8')) as QueueItem);
+  }
+
+  /** Try every item that is due; never runs twice at once. */
+  runDue(): Promise<void> {
+    this.running ??= this.runAll().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  /** Run due items every intervalMs until stop(); the timer does not keep the process alive. */
+  start(intervalMs = 30_000): void {
+    this.timer ??= setInterval(() => {
+      this.runDue().catch((err: Error) => this.opts.onError?.(err));
+    }, intervalMs).unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  private async runAll(): Promise<void> {
+    for (const item of this.list().filter((i) => i.nextAttempt <= this.now())) await this.attempt(item);
+  }
+
+  private async attempt(item: QueueItem): Promise<void> {
+    const message = readFileSync(this.path(item.id, 'eml'));
+    let outcomes: RecipientOutcome[];
+    try {
+      outcomes = await this.opts.send(item, message);
+    } catch (err) {
+      const reply = localReply(451, '4.3.0', `cstp could not send from the queue: ${(err as Error).message}`);
+      outcomes = item.recipients.map((r) => ({ address: r.address, reply }));
+    }
+    const got = new Map(outcomes.map((o) => [o.address, o.reply]));
+    const missing = localReply(451, '4.3.0', 'no reply for this recipient');
+    const replyOf = new Map(item.recipients.map((r) => [r.address, got.get(r.address) ?? missing]));
+    const attempts = item.attempts + 1;
+    const exhausted = attempts >= this.delays.length;
+    const undelivered = item.recipients.filter((r) => !isPositive(replyOf.get(r.address)!));
+    const pending = exhausted ? [] : undelivered.filter((r) => !isPermanent(replyOf.get(r.address)!));
+    const failed = undelivered.filter((r) => !pending.includes(r));
+    if (failed.length) this.bounce(item, message, failed, replyOf);
+    if (pending.length === 0) return this.remove(item.id);
+    this.save({
+      ...item,
+      recipients: pending,
+      attempts,
+      nextAttempt: this.now() + this.delays[attempts],
+      lastReply: replyOf.get(pending[0].address),
+    });
+  }
+
+  /** Queue a DSN to the sender for recipients that will not be delivered (RFC 3461 NOTIFY honoured). */
+  private bounce(item: QueueItem, message: Buffer, failed: QueuedRecipient[], replies: Map<string, SmtpReply>): void {
+    const notify = failed.filter((r) => !r.params.notify || r.params.notify.includes('FAILURE'));
+    // Never bounce a bounce (null sender), and without a route there is nowhere to send it.
+    if (item.from === '' || notify.length === 0 || !this.opts.bounceRoute) return;
+    const dsn = makeDsn({
+      reportingMta: this.opts.reportingMta,
+      item,
+      message,
+      failed: notify.map((r) => ({
+        recipient: r,
+        reply: replies.get(r.address) ?? localReply(451, '4.3.0', 'no reply recorded'),
+      })),
+      date: new Date(this.now()),
+    });
+    this.enqueue({ from: '', recipients: [{ address: item.from, params: {} }], destination: this.opts.bounceRoute }, dsn);
+  }
+
+  private save(item: QueueItem): void {
+    writeDurably(this.path(item.id, 'json'), JSON.stringify(item));
+    fsyncDir(this.opts.dir);
+  }
+
+  private remove(id: string): void {
+    rmSync(this.path(id, 'json'), { force: true });
+    rmSync(this.path(id, 'eml'), { force: true });
+    fsyncDir(this.opts.dir);
+  }
+
+  /** Leftovers of a crash: temporary files, and messages whose state file was never written. */
+  private dropIncomplete(): void {
+    const files = readdirSync(this.opts.dir);
+    for (const f of files) {
+      const orphan = f.endsWith('.eml') && !files.includes(f.replace(/\.eml$/, '.json'));
+      if (f.includes('.tmp-') || orphan) rmSync(join(this.opts.dir, f), { force: true });
+    }
+  }
+
+  private path(id: string, ext: 'eml' | 'json'): string {
+    return join(this.opts.dir, `${id}.${ext}`);
+  }
+}
+
+/** The RFC 3464 report: human part, machine-readable status per recipient, original headers or message (RET). */
+export function makeDsn(input: {
+  reportingMta: string;
+  item: QueueItem;
+  message: Buffer;
+  failed: { recipient: QueuedRecipient; reply: SmtpReply }[];
+  date: Date;
+}): Buffer {
+  const { reportingMta, item, message, failed, date } = input;
+  const boundary = `cstp-dsn-${randomBytes(8).toString('hex')}`;
+  const status = (r: SmtpReply): string => r.enhanced ?? `${Math.floor(r.code / 100)}.0.0`;
+  const diagnostic = (r: SmtpReply): string => `smtp; ${r.code} ${r.lines.join(' ')}`.replace(/[\r\n]/g, ' ');
+  const headerEnd = message.indexOf('\r\n\r\n');
+  const original =
+    item.mailParams.ret === 'FULL'
+      ? ['Content-Type: message/rfc822', '', message.toString('latin1')]
+      : ['Content-Type: text/rfc822-headers', '', message.subarray(0, headerEnd < 0 ? message.length : headerEnd + 2).toString('latin1')];
+  const perRecipient = failed.flatMap(({ recipient, reply }) => [
+    '',
+    `Final-Recipient: rfc822; ${recipient.address}`,
+    ...(recipient.params.orcpt ? [`Original-Recipient: ${recipient.params.orcpt.replace(';', '; ')}`] : []),
+    'Action: failed',
+    `Status: ${status(reply)}`,
+    `Diagnostic-Code: ${diagnostic(reply)}`,
+  ]);
+  const lines = [
+    `From: Mail Delivery System <MAILER-DAEMON@${reportingMta}>`,
+    `To: <${item.from}>`,
+    'Subject: Undelivered Mail Returned to Sender',
+    `Date: ${date.toUTCString().replace('GMT', '+0000')}`,
+    `Message-ID: <${item.id}.dsn@${reportingMta}>`,
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+    '',
+    `--${boundary}`,
+    'Content-Type: text/plain; charset=us-ascii',
+    '',
+    `Your message could not be delivered to ${failed.length === 1 ? 'this recipient' : 'these recipients'}:`,
+    '',
+    ...failed.map(({ recipient, reply }) => `<${recipient.address}>: ${reply.code} ${reply.lines.join(' ')}`),
+    '',
+    `--${boundary}`,
+    'Content-Type: message/delivery-status',
+    '',
+    `Reporting-MTA: dns; ${reportingMta}`,
+    ...(item.mailParams.envid ? [`Original-Envelope-Id: ${item.mailParams.envid}`] : []),
+    `Arrival-Date: ${new Date(item.arrival).toUTCString().replace('GMT', '+0000')}`,
+    ...perRecipient,
+    '',
+    `--${boundary}`,
+    ...original,
+    `--${boundary}--`,
+    '',
+  ];
+  return Buffer.from(lines.join('\r\n'), 'latin1');
+}
+
+/** The default Sender: one SMTP session to the item's destination. */
+export function smtpSender(opts: { heloName: string; tls?: TlsOptions; timeouts?: Partial<Timeouts> }): Sender {
+  return async (item, message) => {
+    const client = new SmtpClient({ ...item.destination, heloName: opts.heloName, tls: opts.tls, timeouts: opts.timeouts });
+    const all = (reply: SmtpReply): RecipientOutcome[] => item.recipients.map((r) => ({ address: r.address, reply }));
+    try {
+      const ready = await client.open();
+      if (!isPositive(ready)) return all(ready);
+      const mail = await client.mail(item.from, item.mailParams);
+      if (!isPositive(mail)) return all(mail);
+      const rcpts: RecipientOutcome[] = [];
+      for (const r of item.recipients) rcpts.push({ address: r.address, reply: await client.rcpt(r.address, r.params) });
+      if (!rcpts.some((r) => isPositive(r.reply))) return rcpts;
+      const final = await client.data([message]);
+      return rcpts.map((r) => (isPositive(r.reply) ? { address: r.address, reply: final } : r));
+    } finally {
+      void client.quit();
+    }
+  };
+}
