@@ -157,6 +157,15 @@ function decideDirection(input: PolicyInput, config: PolicyConfig): { direction:
 
 type Outcome = Omit<Plan, 'direction' | 'directionReason' | 'sender'>;
 
+/** A recipient given twice (RCPT repeated, or differing only in the domain's case) is delivered to once. */
+function uniqueRecipients(recipients: readonly string[]): string[] {
+  const seen = new Set<string>();
+  return recipients.filter((r) => {
+    const key = normaliseAddress(r);
+    return !seen.has(key) && seen.add(key);
+  });
+}
+
 /** Routes in order: the first delivery keeps the client's connection, the others need another. */
 function routed(deliveries: Omit<Delivery, 'route'>[]): Delivery[] {
   return deliveries.map((d, i) => ({ ...d, route: i === 0 ? 'original' : 'second-connection' }));
@@ -166,9 +175,9 @@ function routed(deliveries: Omit<Delivery, 'route'>[]): Delivery[] {
 // Outbound
 
 function planOutbound(input: PolicyInput, config: PolicyConfig, lookups: PolicyLookups): Outcome {
-  const recipients = [...input.recipients];
+  const recipients = uniqueRecipients(input.recipients);
   if (input.message.encrypted) {
-    // Re-encrypting would hide the sender's own envelope from its recipients; it is already protected.
+    // Already confidential end to end; a second envelope adds nothing and nested envelopes confuse clients.
     const unaltered: Transformation = { kind: 'unaltered', reason: 'already S/MIME encrypted by the sender' };
     return {
       deliveries: routed([{ recipients, transformation: unaltered, stripStatusHeaders: false }]),
@@ -177,7 +186,7 @@ function planOutbound(input: PolicyInput, config: PolicyConfig, lookups: PolicyL
   }
   const findings = recipients.map((r) => findRecipient(r, input.now, config, lookups));
   const notes: string[] = [];
-  const deferred = findings.filter((f) => !f.local && f.requireEncryption && !f.chosen).map((f) => f.address);
+  const deferred = findings.filter((f) => f.requireEncryption && !f.chosen).map((f) => f.address);
   if (deferred.length > 0) return { deliveries: [], refused: [], temporaryFailure: deferral(deferred), findings, notes };
 
   const signer = chooseSigner(input, config, lookups, notes);
@@ -200,7 +209,8 @@ function planOutbound(input: PolicyInput, config: PolicyConfig, lookups: PolicyL
 
 function findRecipient(address: string, now: Date, config: PolicyConfig, lookups: PolicyLookups): RecipientFinding {
   const local = inDomains(address, config.localDomains);
-  const requireEncryption = config.requireEncryption.some((p) => addressMatches(address, p));
+  // Mail to a local domain never leaves, so it needs no encryption.
+  const requireEncryption = !local && config.requireEncryption.some((p) => addressMatches(address, p));
   if (local) return { address, local, requireEncryption, skipped: [] };
   const offered = lookups.recipientCertificates(address);
   const skipped: RecipientFinding['skipped'] = [];
@@ -344,7 +354,7 @@ function label(cert: Certificate): string {
 // Inbound
 
 function planInbound(input: PolicyInput): Outcome {
-  const recipients = [...input.recipients];
+  const recipients = uniqueRecipients(input.recipients);
   const whole = (transformation: Transformation): Outcome => ({
     deliveries: routed([{ recipients, transformation, stripStatusHeaders: true }]), refused: [], findings: [], notes: [],
   });

@@ -49,3 +49,8 @@ test('inbound never refuses, defers or signs, whatever the outbound settings', (
   assert.equal(plan.temporaryFailure, undefined);
   assert.equal(plan.deliveries[0].transformation.kind, 'unaltered');
 });
+
+test('inbound: a recipient given twice is delivered to once', () => {
+  const plan = planMessage(inbound({ encrypted: false, signed: true }, ['juro@intel', 'juro@Intel']), intelConfig(), lookups({}));
+  assert.deepEqual(plan.deliveries[0].recipients, ['juro@intel']);
+});

@@ -123,7 +123,7 @@ test('outbound mail to a local domain stays inside: never encrypted, never refus
     recipients: ['fero@AMD'], route: 'second-connection', stripStatusHeaders: false,
     transformation: { kind: 'unaltered', reason: 'local recipients: the message stays inside' },
   });
-  assert.equal(plan.findings[1].local, true);
+  assert.deepEqual([plan.findings[1].local, plan.findings[1].requireEncryption], [true, false]);
 });
 
 test('requireEncryption without a certificate defers the whole message with 451 4.7.5 and delivers nothing', () => {
@@ -174,4 +174,11 @@ test('the plan is deterministic and keeps the recipients in the order given', ()
   assert.deepEqual(planMessage(input, liberal, store), first);
   assert.deepEqual(first.deliveries.map((d) => d.recipients), [['julia@intel', 'juro@intel'], ['fedor@mulholland', 'eva@mulholland']]);
   assert.deepEqual(fps(encryptOf(first).envelope.certificates), fps([paperCert('julia'), paperCert('gw-intel')]));
+});
+
+test('a recipient given twice (also with the domain in another case) is planned once, as first spelled', () => {
+  const plan = planMessage(outbound(['juro@intel', 'fedor@mulholland', 'juro@INTEL', 'fedor@mulholland']), amdConfig({ mixedRecipients: 'liberal' }),
+    lookups({ gateway: { intel: [paperCert('gw-intel')] } }));
+  assert.deepEqual(plan.deliveries.map((d) => d.recipients), [['juro@intel'], ['fedor@mulholland']]);
+  assert.deepEqual(plan.findings.map((f) => f.address), ['juro@intel', 'fedor@mulholland']);
 });
