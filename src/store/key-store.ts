@@ -138,8 +138,7 @@ export class KeyStore {
     try {
       if (!readOnly) restrictModes(dataFile);
       const db = openDatabases(root, readOnly, dir);
-      const params = readOnly ? existingKdf(db, dir) : ensureKdf(root, db, opts.passphrase);
-      const kek = deriveKek(opts.passphrase, params);
+      const kek = storeKek(root, db, opts.passphrase, readOnly, dir);
       const check = db.meta.get(CHECK_ID) as Sealed | undefined;
       if (!check) throw new StoreError(`key store ${dir} has no passphrase check record`);
       if (unseal(kek, CHECK_ID, check)?.toString('utf8') !== CHECK_TEXT) throw new StoreError(`wrong passphrase for key store ${dir}`);
@@ -458,25 +457,25 @@ function openDatabases(root: RootDatabase, readOnly: boolean, dir: string): Data
   return out as Databases;
 }
 
-function existingKdf(db: Databases, dir: string): KdfParams {
-  const params = db.meta.get('kdf') as KdfParams | undefined;
-  if (!params) throw new StoreError(`key store ${dir} is not initialised (run cstp init)`);
-  return params;
-}
-
 /**
- * The KDF parameters, creating them and the passphrase check record on first open. In one
- * transaction, so two processes creating the store at once agree on one salt.
+ * The key-encryption key, creating the KDF parameters and the passphrase check record on first
+ * open. Creation is one transaction, so two processes creating the store at once agree on one
+ * salt; scrypt runs inside it only then, never while an existing store's writers wait.
  */
-function ensureKdf(root: RootDatabase, db: Databases, passphrase: string): KdfParams {
-  return root.transactionSync(() => {
-    const existing = db.meta.get('kdf') as KdfParams | undefined;
-    if (existing) return existing;
+function storeKek(root: RootDatabase, db: Databases, passphrase: string, readOnly: boolean, dir: string): KeyObject {
+  const existing = db.meta.get('kdf') as KdfParams | undefined;
+  if (existing) return deriveKek(passphrase, existing);
+  if (readOnly) throw new StoreError(`key store ${dir} is not initialised (run cstp init)`);
+  const created = root.transactionSync((): { params: KdfParams; kek?: KeyObject } => {
+    const raced = db.meta.get('kdf') as KdfParams | undefined;
+    if (raced) return { params: raced };
     const params = newKdfParams();
+    const kek = deriveKek(passphrase, params);
     db.meta.putSync('kdf', params);
-    db.meta.putSync(CHECK_ID, seal(deriveKek(passphrase, params), CHECK_ID, Buffer.from(CHECK_TEXT)));
-    return params;
+    db.meta.putSync(CHECK_ID, seal(kek, CHECK_ID, Buffer.from(CHECK_TEXT)));
+    return { params, kek };
   });
+  return created.kek ?? deriveKek(passphrase, created.params);
 }
 
 // ---------------------------------------------------------------------------

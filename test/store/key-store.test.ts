@@ -81,6 +81,8 @@ test('a read-only store reads but refuses writes', async () => {
   } finally {
     await ro.close();
   }
+  s.setRoute('mx.c.example:25', 'second-connection');
+  assert.equal(s.route('mx.c.example:25')?.route, 'second-connection', 'closing a second handle in the same process leaves the first usable');
 });
 
 test('gateway identities for several domains round-trip key, certificate and chain', () => {
