@@ -6,38 +6,43 @@
 import { BlockList, isIP } from 'node:net';
 
 export class LocalNetworks {
-  private constructor(
-    private readonly list: BlockList,
-    /** The blocks as configured, for explanations. */
-    readonly blocks: readonly string[],
-  ) {}
+  private constructor(private readonly entries: ReadonlyArray<{ block: string; list: BlockList }>) {}
 
   /** Parses "10.0.0.0/8", "fd00::/8", "192.0.2.7" (a /32), "::1" (a /128); throws on anything else. */
   static parse(blocks: readonly string[]): LocalNetworks {
-    const list = new BlockList();
-    for (const block of blocks) {
-      const [address, prefixText, extra] = block.trim().split('/');
-      const family = isIP(address);
-      if (family === 0 || extra !== undefined) throw new Error(`"${block}" is not an IP address or CIDR block`);
-      const max = family === 4 ? 32 : 128;
-      const prefix = prefixText === undefined ? max : Number(prefixText);
-      if (!/^\d{1,3}$/.test(prefixText ?? String(max)) || prefix > max) {
-        throw new Error(`"${block}" has a prefix length outside 0..${max}`);
-      }
-      list.addSubnet(address, prefix, family === 4 ? 'ipv4' : 'ipv6');
-    }
-    return new LocalNetworks(list, [...blocks]);
+    return new LocalNetworks(blocks.map((block) => ({ block, list: blockList(block) })));
+  }
+
+  /** The configured blocks, for explanations. */
+  get blocks(): string[] {
+    return this.entries.map((e) => e.block);
   }
 
   /** An unparsable address (or none) is not local: such a client cannot be trusted as outbound. */
   contains(ip: string): boolean {
-    const address = ip.replace(/%.*$/, ''); // an IPv6 zone index names the interface, not the host
-    const family = isIP(address);
-    return family !== 0 && this.list.check(address, family === 4 ? 'ipv4' : 'ipv6');
+    return this.blockOf(ip) !== undefined;
   }
 
-  /** The configured block containing ip, for explanations; undefined when none does. */
+  /** The first configured block containing ip (for explanations); undefined when none does. */
   blockOf(ip: string): string | undefined {
-    return this.blocks.find((b) => LocalNetworks.parse([b]).contains(ip));
+    const address = ip.replace(/%.*$/, ''); // an IPv6 zone index names the interface, not the host
+    const family = isIP(address);
+    if (family === 0) return undefined;
+    return this.entries.find((e) => e.list.check(address, family === 4 ? 'ipv4' : 'ipv6'))?.block;
   }
+}
+
+/** One block per BlockList, so a match can name the block that matched. */
+function blockList(block: string): BlockList {
+  const [address, prefixText, extra] = block.trim().split('/');
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) throw new Error(`"${block}" is not an IP address or CIDR block`);
+  const max = family === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (!/^\d{1,3}$/.test(prefixText ?? String(max)) || prefix > max) {
+    throw new Error(`"${block}" has a prefix length outside 0..${max}`);
+  }
+  const list = new BlockList();
+  list.addSubnet(address, prefix, family === 4 ? 'ipv4' : 'ipv6');
+  return list;
 }

@@ -82,3 +82,11 @@ test('parseCapabilities reads what cstp itself advertises', () => {
   assert.deepEqual(parseCapabilities(CBC_ONLY), { aes256Gcm: false, oaepSha256: false });
   assert.equal(parseCapabilities(Buffer.from('not der')), undefined);
 });
+
+test('lookups without isCstpPeer (as the store adapter has) rely on capabilities alone', () => {
+  const base = lookups(intel);
+  const { isCstpPeer, ...withoutPeer } = base;
+  assert.ok(isCstpPeer);
+  const t = planMessage(outbound(['juro@intel']), amdConfig(), withoutPeer).deliveries[0].transformation;
+  assert.equal(t.kind === 'encrypt' && t.envelope.options.cipher, 'aes-256-cbc');
+});

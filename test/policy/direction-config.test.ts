@@ -67,3 +67,13 @@ test('a wrong setting is an error naming the key and the reason', () => {
   }
   assert.doesNotThrow(() => resolvePolicyConfig({ localDomains: ['*.amd', 'amd'], requireEncryption: ['ceo@intel', '*.intel', 'intel'] }));
 });
+
+test('LocalNetworks names the first block that matched and lists the blocks as configured', () => {
+  const n = LocalNetworks.parse(['10.0.0.0/8', '10.1.0.0/16', '2001:db8::/32']);
+  assert.equal(n.blockOf('10.1.2.3'), '10.0.0.0/8');
+  assert.equal(n.blockOf('2001:db8::1'), '2001:db8::/32');
+  assert.equal(n.blockOf('192.0.2.1'), undefined);
+  assert.deepEqual(n.blocks, ['10.0.0.0/8', '10.1.0.0/16', '2001:db8::/32']);
+  assert.deepEqual(LocalNetworks.parse([]).blocks, []);
+  assert.equal(LocalNetworks.parse([]).contains('127.0.0.1'), false);
+});
