@@ -1,14 +1,7 @@
 /**
  * `cstp init`, `cstp cert ...`, `cstp key import` and `cstp untrusted ...`: managing the
- * gateway's key and certificate store (src/store/).
- *
- * Every command takes --store DIR (default $CSTP_STORE, else ./var/store) and reads the store
- * passphrase from --store-pass-file F, else $CSTP_STORE_PASSPHRASE, else ./var/store.passphrase,
- * which `cstp init` creates (0600, random) when none of them exists.
+ * gateway's key and certificate store (src/store/). The store options are in store-options.ts.
  */
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { OID } from '../asn1/oids';
 import { Certificate } from '../pki/certificate';
@@ -16,23 +9,12 @@ import { certificationRequest, generateKeyPair, selfSignedCertificate, smimeKeyU
 import { checkEndEntity } from '../pki/path';
 import { KeyStore, normaliseDomain, ROLES, type CertificateRole, type StoredCertificate } from '../store/key-store';
 import {
-  EXIT, KEYS, loadKeyPairs, passphrase, readInput, UsageError, writeOutput, type Command, type Values,
+  EXIT, KEYS, loadKeyPairs, readInput, UsageError, writeOutput, type Command, type Values,
 } from './cli-support';
+import { STORE_HELP, STORE_OPTIONS, withStore } from './store-options';
 
-const DEFAULT_STORE = './var/store';
-const DEFAULT_PASS_FILE = './var/store.passphrase';
-const PASS_ENV = 'CSTP_STORE_PASSPHRASE';
 /** Shortest fingerprint prefix accepted on the command line: 32 bits leave no realistic collision in one store. */
 const MIN_PREFIX = 8;
-
-const STORE_OPTIONS = {
-  store: { type: 'string' },
-  'store-pass-file': { type: 'string' },
-} as const;
-
-const STORE_HELP = `  Store: --store DIR (default $CSTP_STORE or ${DEFAULT_STORE}); passphrase from --store-pass-file F,
-  else $${PASS_ENV}, else ${DEFAULT_PASS_FILE} (created 0600 with a random passphrase by cstp init when absent;
-  production should keep the passphrase outside the store directory, e.g. in a systemd credential).`;
 
 /** RFC 3183 section 4: the addresses a domain's signing and decrypting agent is known by. */
 export function rfc3183Addresses(domain: string): string[] {
@@ -92,44 +74,6 @@ function parseStoreArgs(args: string[], options: ParseArgsConfig['options'], pos
   }
   if (parsed.positionals.length > positionals) throw new UsageError(`unexpected argument "${parsed.positionals[positionals]}"`);
   return parsed;
-}
-
-function storePath(v: Values): string {
-  return (v.store as string | undefined) ?? process.env.CSTP_STORE ?? DEFAULT_STORE;
-}
-
-/** The store passphrase from the first source that exists; init may create the default file. */
-function storePassphrase(v: Values, createDefault: boolean): string {
-  const file = v['store-pass-file'] as string | undefined;
-  if (file !== undefined) return nonEmpty(passphrase({ 'pass-file': file }), file);
-  const env = process.env[PASS_ENV];
-  if (env) return env;
-  if (existsSync(DEFAULT_PASS_FILE)) return nonEmpty(passphrase({ 'pass-file': DEFAULT_PASS_FILE }), DEFAULT_PASS_FILE);
-  if (!createDefault) throw new Error(`no store passphrase: give --store-pass-file, set ${PASS_ENV}, or create ${DEFAULT_PASS_FILE} (cstp init does)`);
-  return createPassphraseFile(DEFAULT_PASS_FILE);
-}
-
-function nonEmpty(pass: string | undefined, file: string): string {
-  if (!pass) throw new Error(`store passphrase file ${file} is empty`);
-  return pass;
-}
-
-function createPassphraseFile(path: string): string {
-  const pass = randomBytes(32).toString('base64url');
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  writeFileSync(path, `${pass}\n`, { mode: 0o600, flag: 'wx' });
-  process.stderr.write(`cstp: created store passphrase file ${path} (keep it outside the store in production)\n`);
-  return pass;
-}
-
-/** Opens the store for `action` and always closes it, so the LMDB lock is released before exit. */
-async function withStore<T>(v: Values, mode: 'read' | 'write' | 'init', action: (store: KeyStore) => T | Promise<T>): Promise<T> {
-  const store = KeyStore.open({ path: storePath(v), passphrase: storePassphrase(v, mode === 'init'), readOnly: mode === 'read' });
-  try {
-    return await action(store);
-  } finally {
-    await store.close();
-  }
 }
 
 function fingerprintArg(p: Parsed, command: string): string {
