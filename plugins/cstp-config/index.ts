@@ -3,6 +3,7 @@
  * so a wrong value stops Haraka before it listens and Haraka's tls plugin finds the generated certificate.
  */
 import { ConfigError } from '../../src/config/cstp-config';
+import { deliverySettings } from '../../src/config/delivery-settings';
 import { ensureTlsCertificate, ensureVarDir, generatedTlsPaths } from '../../src/config/instance';
 import { gatewayConfig, instanceDir, type Plugin } from '../haraka';
 
@@ -11,7 +12,7 @@ const EXIT_CONFIG = 78;
 
 export function register(this: Plugin): void {
   try {
-    gatewayConfig();
+    deliverySettings(gatewayConfig(), instanceDir()); // reads [upstream_tls] ca_file, which may be missing
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     // Written straight to stderr: Haraka's logger buffers lines until every plugin is loaded, which never happens.

@@ -3,6 +3,7 @@
  * them in (ajv useDefaults), config/cstp.ini documents them, and a test checks that the two agree.
  */
 import { isIP } from 'node:net';
+import { DEFAULT_TIMEOUTS } from '../delivery/smtp-client';
 import { isDomainPattern } from '../policy/addresses';
 import { DEFAULT_POLICY, type PolicySettings } from '../policy/config';
 import { LocalNetworks } from '../policy/network';
@@ -27,8 +28,10 @@ export interface CstpConfig {
     next_hop: string;
     relay_host: string;
     connect_timeout: number;
+    greeting_timeout: number;
     command_timeout: number;
-    data_timeout: number;
+    data_block_timeout: number;
+    final_dot_timeout: number;
   };
   upstream_tls: {
     policy: UpstreamTlsPolicy;
@@ -69,9 +72,11 @@ export const CSTP_SCHEMA = {
       destination_port: { ...port, default: 25 },
       next_hop: { type: 'string', format: 'host-port', default: '' },
       relay_host: { type: 'string', format: 'host-port', default: '' },
-      connect_timeout: seconds(10),
-      command_timeout: seconds(60),
-      data_timeout: seconds(300),
+      connect_timeout: seconds(DEFAULT_TIMEOUTS.connect / 1000),
+      greeting_timeout: seconds(DEFAULT_TIMEOUTS.greeting / 1000),
+      command_timeout: seconds(DEFAULT_TIMEOUTS.command / 1000),
+      data_block_timeout: seconds(DEFAULT_TIMEOUTS.dataBlock / 1000),
+      final_dot_timeout: seconds(DEFAULT_TIMEOUTS.finalDot / 1000),
     }),
     upstream_tls: section({
       policy: { type: 'string', enum: ['opportunistic', 'required'], default: 'opportunistic' },
@@ -89,7 +94,7 @@ export const CSTP_SCHEMA = {
   },
 } as const;
 
-const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/;
+export const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/;
 
 function isCidr(value: string): boolean {
   try {

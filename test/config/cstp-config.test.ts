@@ -1,8 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_TIMEOUTS } from '../../src/delivery/smtp-client';
 import { ConfigError, instancePath, parseCstpConfig } from '../../src/config/cstp-config';
+import { deliverySettings, endpoint } from '../../src/config/delivery-settings';
 import { parseIni } from '../../src/config/ini';
 import { policySettings } from '../../src/config/schema';
 import { resolvePolicyConfig } from '../../src/policy/config';
@@ -96,5 +99,39 @@ describe('cstp.ini validation', () => {
   it('resolves paths against the instance directory', () => {
     assert.equal(instancePath('/srv/cstp', 'var/store'), '/srv/cstp/var/store');
     assert.equal(instancePath('/srv/cstp', '/etc/cstp/pass'), '/etc/cstp/pass');
+  });
+});
+
+describe('delivery settings', () => {
+  it('converts host:port settings, seconds and the TLS policy', () => {
+    const config = parseCstpConfig('[delivery]\nnext_hop = [::1]:10025\nrelay_host = relay.example\nconnect_timeout = 5\n[upstream_tls]\nverify = true\n', FILE);
+    const settings = deliverySettings(config, '/nonexistent');
+    assert.deepEqual(settings.nextHop, { host: '::1', port: 10025 });
+    assert.deepEqual(settings.relay, { host: 'relay.example', port: 25 });
+    assert.equal(settings.destinationPort, 25);
+    assert.equal(settings.timeouts.connect, 5000);
+    assert.deepEqual(settings.timeouts, { ...DEFAULT_TIMEOUTS, connect: 5000 });
+    assert.deepEqual(settings.tls, { policy: 'opportunistic', verify: 'verify' });
+  });
+
+  it('leaves next hop and relay unset when empty', () => {
+    const settings = deliverySettings(parseCstpConfig('', FILE), '/nonexistent');
+    assert.equal(settings.nextHop, undefined);
+    assert.equal(settings.relay, undefined);
+    assert.equal(endpoint('192.0.2.1:2525')?.port, 2525);
+  });
+
+  it('reads ca_file relative to the instance, and names it when it cannot', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cstp-ca-'));
+    try {
+      writeFileSync(join(dir, 'ca.pem'), 'PEM');
+      const ok = deliverySettings(parseCstpConfig('[upstream_tls]\nca_file = ca.pem\n', FILE), dir);
+      assert.deepEqual(ok.tls.ca, Buffer.from('PEM'));
+      assert.throws(() => deliverySettings(parseCstpConfig('[upstream_tls]\nca_file = missing.pem\n', FILE), dir), {
+        message: 'config/cstp.ini: [upstream_tls] ca_file: cannot be read: ENOENT (got "missing.pem")',
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
