@@ -285,8 +285,7 @@ async function keyImport(args: string[]): Promise<number> {
   const keys = loadKeyPairs(v as never);
   if (keys.length !== 1) throw new UsageError('key import needs exactly one --key (with --cert, or a PKCS#12 file)');
   const [creds] = keys;
-  const warning = checkEndEntity(creds.cert, { purpose: 'sign' });
-  if (!warning.ok) process.stderr.write(`cstp: warning: ${warning.reason}\n`);
+  warnUnusable(creds.cert);
   return withStore(v, 'write', (store) => {
     if (role === 'gateway') {
       const domain = domainArg(v.domain as string);
@@ -298,6 +297,14 @@ async function keyImport(args: string[]): Promise<number> {
     }
     return EXIT.ok;
   });
+}
+
+/** A held key signs outbound and decrypts inbound mail; an unusable certificate is imported anyway (it may be renewed), but said. */
+function warnUnusable(cert: Certificate): void {
+  for (const purpose of ['sign', 'encrypt'] as const) {
+    const r = checkEndEntity(cert, { purpose });
+    if (!r.ok) process.stderr.write(`cstp: warning: cannot ${purpose} with it: ${r.reason}\n`);
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -154,6 +154,9 @@ test('key import: a PKCS#12 user key and a PEM gateway identity land encrypted a
   assert.equal(bad.code, 3);
   assert.ok(!bad.stderr.includes('Sesame'), 'the passphrase is not echoed');
   assert.equal(cstp(cwd, ['key', 'import', '--role', 'gateway', '--key', pkiPath('gw-b-rsa.key'), '--cert', pkiPath('gw-b-rsa.crt')]).code, 2, 'no --domain');
+  const expired = ok(cstp(cwd, ['key', 'import', '--role', 'user', '--cert', pkiPath('expired.crt'), '--key', pkiPath('expired.key')]));
+  assert.match(expired.stderr, /warning: cannot sign with it: .*expired/);
+  assert.match(expired.stdout, /user key for old@a\.example/);
   const mismatch = cstp(cwd, ['key', 'import', '--role', 'user', '--key', pkiPath('gw-b-rsa.key'), '--cert', pkiPath('user-a-rsa.crt')]);
   assert.equal(mismatch.code, 3);
   assert.match(mismatch.stderr, /does not match/);
