@@ -6,9 +6,8 @@ import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { explainPlan } from '../policy/explain';
 import { PolicyConfigError, resolvePolicyConfig, type PolicyConfig, type PolicySettings } from '../policy/config';
-import { domainOf } from '../policy/addresses';
-import { planMessage, type Direction, type HeldKey } from '../policy/plan';
-import { storeLookups } from '../policy/store-lookups';
+import { planMessage, type Direction } from '../policy/plan';
+import { heldKeys, storeLookups } from '../policy/store-lookups';
 import { KeyStore } from '../store/key-store';
 import { EXIT, parse, passphrase, UsageError, type Command, type Values } from './cli-support';
 
@@ -94,20 +93,6 @@ function configArgs(v: Values, store: KeyStore): PolicyConfig {
   }
 }
 
-/** Inbound --encrypted: the keys held for the recipients, as if the envelope named all of them. */
-function heldKeys(store: KeyStore, recipients: string[]): HeldKey[] {
-  const keys: HeldKey[] = [];
-  for (const domain of new Set(recipients.map(domainOf))) {
-    const identity = store.gatewayIdentity(domain);
-    if (identity) keys.push({ holder: 'gateway', covers: [domain], cert: identity.cert });
-  }
-  for (const address of recipients) {
-    const user = store.userKey(address);
-    if (user) keys.push({ holder: 'user', covers: [address], cert: user.cert });
-  }
-  return keys;
-}
-
 async function explain(args: string[]): Promise<number> {
   const v = parse(args, OPTIONS);
   if (typeof v.from !== 'string') throw new UsageError('explain needs --from A (use --from "" for the null sender)');
@@ -123,7 +108,7 @@ async function explain(args: string[]): Promise<number> {
     const message = { encrypted: v.encrypted === true, signed: v.signed === true };
     const plan = planMessage({
       clientIp: client ?? '', direction, sender: v.from, recipients, message, now,
-      decryptionKeys: message.encrypted ? heldKeys(store, recipients) : [],
+      decryptionKeys: message.encrypted ? heldKeys(store, recipients) : [], // as if the envelope named them all
     }, config, storeLookups(store));
     process.stdout.write(explainPlan(plan));
     return EXIT.ok;
