@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import { loadCstpConfig, type CstpConfig } from '../src/config/cstp-config';
+import type { TlsFacts, TransactionFacts } from '../src/log';
 
 const harakaRequire = createRequire(require.resolve('haraka/package.json'));
 
@@ -40,9 +41,18 @@ export interface Connection extends LogMethods {
   remote: { ip: string; port: number };
   local: { ip: string; port: number };
   relaying: boolean;
+  hello: { host: string | null };
+  tls: { enabled: boolean; verified: boolean; cipher: { name?: string; version?: string } };
   notes: Record<string, unknown>;
   results: { add(plugin: Plugin, result: Record<string, unknown>): void };
   transaction: Transaction | null;
+}
+
+/** The client leg of the decision line: who connected and how its TLS stands. */
+export function clientFacts(connection: Connection): TransactionFacts['client'] {
+  const { tls } = connection;
+  const facts: TlsFacts | null = tls.enabled ? { protocol: tls.cipher.version ?? null, cipher: tls.cipher.name ?? '', verified: tls.verified } : null;
+  return { ip: connection.remote.ip, port: connection.remote.port, helo: connection.hello.host ?? undefined, tls: facts };
 }
 
 /** The Haraka instance directory (haraka -c DIR); cstp's config/ and var/ are inside it. */

@@ -19,6 +19,14 @@ export function setLogLevel(level: LogLevel): void {
   logger.level = level;
 }
 
+/** One SMTP leg's TLS; null in its place means the leg was plaintext. */
+export interface TlsFacts {
+  protocol: string | null;
+  cipher: string;
+  /** The peer's certificate was verified (client certificates are seldom sent; upstream as [upstream_tls] verify). */
+  verified: boolean;
+}
+
 export interface DeliveryFacts {
   recipients: string[];
   /** What was done to the message: e.g. "sign+encrypt", "sign", "detached-signature", "decrypt", "unaltered". */
@@ -29,6 +37,8 @@ export interface DeliveryFacts {
   certificates?: string[];
   /** "same-destination", "second-connection" or "relay". */
   route?: string;
+  /** TLS of the connection this delivery went over. */
+  tls?: TlsFacts | null;
   reply: { code: number; text?: string };
   durationMs: number;
 }
@@ -36,8 +46,8 @@ export interface DeliveryFacts {
 export interface TransactionFacts {
   uuid: string;
   direction: Direction;
-  client: { ip: string; port?: number; helo?: string; tls?: boolean };
-  destination: { host: string; port: number; tls?: boolean };
+  client: { ip: string; port?: number; helo?: string; tls: TlsFacts | null };
+  destination: { host: string; port: number; tls: TlsFacts | null };
   sender: string;
   recipients: string[];
   deliveries: DeliveryFacts[];
@@ -49,8 +59,8 @@ export function decision(facts: TransactionFacts): void {
     event: 'decision',
     uuid: facts.uuid,
     direction: facts.direction,
-    client: pick(facts.client, ['ip', 'port', 'helo', 'tls']),
-    destination: pick(facts.destination, ['host', 'port', 'tls']),
+    client: { ...pick(facts.client, ['ip', 'port', 'helo']), tls: tlsRecord(facts.client.tls) },
+    destination: { ...pick(facts.destination, ['host', 'port']), tls: tlsRecord(facts.destination.tls) },
     sender: facts.sender,
     recipients: [...facts.recipients],
     deliveries: facts.deliveries.map(deliveryRecord),
@@ -64,9 +74,14 @@ function deliveryRecord(d: DeliveryFacts): Record<string, unknown> {
     algorithm: d.algorithm,
     certificates: d.certificates ? [...d.certificates] : [],
     route: d.route,
+    ...(d.tls !== undefined ? { tls: tlsRecord(d.tls) } : {}),
     reply: pick(d.reply, ['code', 'text']),
     durationMs: d.durationMs,
   };
+}
+
+function tlsRecord(tls: TlsFacts | null): TlsFacts | null {
+  return tls ? { protocol: tls.protocol, cipher: tls.cipher, verified: tls.verified } : null;
 }
 
 function pick<T extends object, K extends keyof T>(source: T, keys: K[]): Pick<T, K> {

@@ -23,8 +23,8 @@ function capture(fn: () => void): Record<string, unknown>[] {
 const facts: TransactionFacts = {
   uuid: 'A1B2C3.1',
   direction: 'outbound',
-  client: { ip: '127.0.0.1', port: 40000, helo: 'mail.amd.example', tls: true },
-  destination: { host: '192.0.2.25', port: 25, tls: true },
+  client: { ip: '127.0.0.1', port: 40000, helo: 'mail.amd.example', tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: false } },
+  destination: { host: '192.0.2.25', port: 25, tls: null },
   sender: 'juro@amd.example',
   recipients: ['juro@intel.example', 'fedor@mulholland.example'],
   deliveries: [
@@ -48,6 +48,8 @@ describe('decision log line', () => {
     assert.equal(line.uuid, 'A1B2C3.1');
     assert.equal(line.direction, 'outbound');
     assert.deepEqual(line.recipients, facts.recipients);
+    assert.deepEqual(line.client, { ip: '127.0.0.1', port: 40000, helo: 'mail.amd.example', tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: false } });
+    assert.deepEqual(line.destination, { host: '192.0.2.25', port: 25, tls: null });
     assert.deepEqual((line.deliveries as unknown[])[0], {
       recipients: ['juro@intel.example'],
       action: 'sign+encrypt',
@@ -64,7 +66,7 @@ describe('decision log line', () => {
     const leaky = {
       ...facts,
       passphrase: 'hunter2',
-      client: { ...facts.client, password: 'hunter2' },
+      client: { ...facts.client, password: 'hunter2', tls: { ...facts.client.tls, key: 'hunter2' } },
       deliveries: [{ ...facts.deliveries[0], privateKey: '-----BEGIN PRIVATE KEY-----', body: 'Subject: secret' }],
     } as unknown as TransactionFacts;
     const [line] = capture(() => decision(leaky));

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
-import { codes, type Connection, type Plugin } from '../../plugins/haraka';
+import { clientFacts, codes, type Connection, type Plugin } from '../../plugins/haraka';
 import { logger } from '../../src/log';
 
 type NextCall = [number | undefined, string | undefined];
@@ -32,6 +32,7 @@ function fakeConnection(ip: string): Connection & { logged: string[] } {
   const log = (...args: unknown[]) => void logged.push(args.filter((a) => typeof a === 'string').join(' '));
   return {
     uuid: 'U1', remote: { ip, port: 40000 }, local: { ip: '127.0.0.1', port: 2525 }, relaying: false, notes: {},
+    hello: { host: null }, tls: { enabled: false, verified: false, cipher: {} },
     results: { add: () => undefined }, transaction: null, logged,
     logdebug: log, loginfo: log, lognotice: log, logwarn: log, logerror: log,
   };
@@ -114,5 +115,18 @@ describe('cstp-log', () => {
         { level: 'info', source: 'haraka', message: 'loglevel: INFO' },
       ],
     );
+  });
+});
+
+describe('clientFacts', () => {
+  it('reports the client leg, plaintext as tls null', () => {
+    const connection = fakeConnection('127.0.0.1');
+    assert.deepEqual(clientFacts(connection), { ip: '127.0.0.1', port: 40000, helo: undefined, tls: null });
+    connection.hello.host = 'mail.amd.example';
+    connection.tls = { enabled: true, verified: false, cipher: { name: 'TLS_AES_256_GCM_SHA384', version: 'TLSv1.3' } };
+    assert.deepEqual(clientFacts(connection), {
+      ip: '127.0.0.1', port: 40000, helo: 'mail.amd.example',
+      tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: false },
+    });
   });
 });
