@@ -35,6 +35,14 @@ export interface QueueItem {
   lastReply?: SmtpReply;
 }
 
+/** What a caller hands over: the envelope of one message copy and where it goes. */
+export interface QueueEntry {
+  from: string;
+  mailParams?: MailParams;
+  recipients: QueuedRecipient[];
+  destination: Endpoint;
+}
+
 export interface RecipientOutcome {
   address: string;
   reply: SmtpReply;
@@ -94,22 +102,19 @@ export class RetryQueue {
   }
 
   /** Store a failed part durably; it is tried again after the first delay. */
-  enqueue(entry: { from: string; mailParams?: MailParams; recipients: QueuedRecipient[]; destination: Endpoint }, message: Buffer): QueueItem {
-    const id = `${this.now().toString(36)}-${randomBytes(6).toString('hex')}`;
-    const item: QueueItem = {
-      id,
-      from: entry.from,
-      mailParams: entry.mailParams ?? {},
-      recipients: entry.recipients,
-      destination: entry.destination,
-      arrival: new Date(this.now()).toISOString(),
-      attempts: 0,
-      nextAttempt: this.now() + (this.delays[0] ?? 0),
-    };
+  enqueue(entry: QueueEntry, message: Buffer): QueueItem {
+    const item = this.newItem(entry);
     // The message first: a state file always has its message.
-    writeDurably(this.path(id, 'eml'), message);
+    writeDurably(this.path(item.id, 'eml'), message);
     this.save(item);
     return item;
+  }
+
+  /** Queue a DSN at once for recipients that failed permanently before they reached the queue. */
+  bounceNow(entry: QueueEntry, message: Buffer, failures: RecipientOutcome[]): void {
+    const item = this.newItem(entry);
+    const replies = new Map(failures.map((f) => [f.address, f.reply]));
+    this.bounce(item, message, entry.recipients.filter((r) => replies.has(r.address)), replies);
   }
 
   /** Every item in the spool, oldest first. */
@@ -187,6 +192,19 @@ export class RetryQueue {
       date: new Date(this.now()),
     });
     this.enqueue({ from: '', recipients: [{ address: item.from, params: {} }], destination: this.opts.bounceRoute }, dsn);
+  }
+
+  private newItem(entry: QueueEntry): QueueItem {
+    return {
+      id: `${this.now().toString(36)}-${randomBytes(6).toString('hex')}`,
+      from: entry.from,
+      mailParams: entry.mailParams ?? {},
+      recipients: entry.recipients,
+      destination: entry.destination,
+      arrival: new Date(this.now()).toISOString(),
+      attempts: 0,
+      nextAttempt: this.now() + (this.delays[0] ?? 0),
+    };
   }
 
   private save(item: QueueItem): void {

@@ -8,6 +8,7 @@
  */
 import { isPermanent, isPositive, isTransient, type SmtpReply } from './reply';
 import type { ExtraRoute, RouteMemory } from './route-memory';
+import type { QueueEntry, QueueItem, RetryQueue } from './retry-queue';
 import {
   SmtpClient,
   type MailParams,
@@ -182,6 +183,35 @@ export class UpstreamTransaction {
     return summarise(results);
   }
 
+  /**
+   * Hand the failed part of an outcome to the retry queue: temporary failures are queued per
+   * delivery (each needs its own message copy), permanent ones bounce to the sender at once.
+   * The queued copy goes where the delivery went last (the relay when the destination refused).
+   */
+  async queueFailures(outcome: Outcome, deliveries: Delivery[], queue: RetryQueue): Promise<QueueItem[]> {
+    const items: QueueItem[] = [];
+    for (const [index, d] of deliveries.entries()) {
+      const failed = outcome.failed.filter((f) => f.delivery === index);
+      if (failed.length === 0) continue;
+      const env = this.envelopeFor(d, { ...this.envelope!.params, ...d.mailParams });
+      const message = await collect(d.message());
+      const entry = (addresses: string[]): QueueEntry => ({
+        from: env.from,
+        mailParams: env.params,
+        recipients: env.recipients.filter((r) => addresses.includes(r.address)),
+        destination: outcome.deliveries[index].route === 'relay' ? this.opts.relay! : this.opts.destination,
+      });
+      const temporary = failed.filter((f) => !f.permanent);
+      const permanent = failed.filter((f) => f.permanent);
+      if (temporary.length) items.push(queue.enqueue(entry(temporary.map((f) => f.recipient)), message));
+      if (permanent.length) {
+        const failures = permanent.map((f) => ({ address: f.recipient, reply: f.reply }));
+        queue.bounceNow(entry(permanent.map((f) => f.recipient)), message, failures);
+      }
+    }
+    return items;
+  }
+
   /** Drop every connection (client went away, transaction reset). */
   close(): void {
     this.primary?.close();
@@ -273,6 +303,12 @@ export class UpstreamTransaction {
       timeouts: this.opts.timeouts,
     });
   }
+}
+
+async function collect(source: MessageSource): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of source) chunks.push(chunk);
+  return Buffer.concat(chunks);
 }
 
 function toResult(route: Route, attempts: Attempt[], result: TransactionResult): DeliveryResult {

@@ -1,5 +1,9 @@
 import { strict as assert } from 'node:assert';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { RetryQueue } from '../../src/delivery/retry-queue';
 import { InMemoryRouteMemory, routeMemoryOf, type ExtraRoute } from '../../src/delivery/route-memory';
 import { UpstreamTransaction, type Endpoint, type UpstreamOptions } from '../../src/delivery/transaction';
 import { acceptAll, freePort, scriptedServer, startSink, type ScriptedConnection, type ScriptedServer, type Sink } from './peers';
@@ -29,11 +33,20 @@ describe('UpstreamTransaction', () => {
     servers.push(s);
     return s;
   };
+  const dirs: string[] = [];
+  /** A retry queue on a fresh spool; its sender is never called in these tests. */
+  const spool = (): RetryQueue & { dir: string } => {
+    const dir = mkdtempSync(join(tmpdir(), 'cstp-spool-'));
+    dirs.push(dir);
+    const q = new RetryQueue({ dir, reportingMta: 'gw.test', bounceRoute: at(sink.port), send: async () => [] });
+    return Object.assign(q, { dir });
+  };
   before(async () => {
     [sink, relay] = await Promise.all([startSink(), startSink()]);
   });
   after(async () => {
     await Promise.all([sink.stop(), relay.stop(), ...servers.map((s) => s.close())]);
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
   it('passes MAIL and RCPT replies through and delivers one copy to every recipient', async () => {
@@ -79,6 +92,7 @@ describe('UpstreamTransaction', () => {
       conn.socket.end();
     },
     'silence (greeting timeout)': () => undefined,
+    'close at accept (connection limit)': (conn) => void conn.socket.destroy(),
   };
   /** A destination that refuses a connection while another one is open. */
   async function oneConnectionAtATime(refuse: (conn: ScriptedConnection) => Promise<void> | void) {
@@ -135,10 +149,11 @@ describe('UpstreamTransaction', () => {
     const deadRelay = await freePort();
     const up = upstream(at(dest.port), { relay: at(deadRelay) });
     await envelope(up, ['b1@b.example', 'b2@b.example', 'b3@b.example']);
-    const out = await up.deliver([
+    const deliveries = [
       { recipients: ['b1@b.example'], message: msg('first') },
       { recipients: ['b2@b.example', 'b3@b.example'], message: msg('second') },
-    ]);
+    ];
+    const out = await up.deliver(deliveries);
     assert.equal(out.status, 'partial');
     assert.equal(out.reply.code, 250);
     assert.deepEqual(
@@ -153,6 +168,39 @@ describe('UpstreamTransaction', () => {
       ['second-connection', 421],
       ['relay', 421],
     ]);
+
+    const q = spool();
+    const [item] = await up.queueFailures(out, deliveries, q);
+    assert.deepEqual(q.list(), [item]);
+    assert.deepEqual(item.recipients, [
+      { address: 'b2@b.example', params: { notify: ['FAILURE'] } },
+      { address: 'b3@b.example', params: { notify: ['FAILURE'] } },
+    ]);
+    assert.deepEqual([item.from, item.mailParams, item.destination], ['a@a.example', { ret: 'HDRS' }, at(deadRelay)]);
+    assert.equal(readFileSync(join(q.dir, `${item.id}.eml`), 'latin1'), 'Subject: second\r\n\r\nsecond\r\n');
+  });
+
+  it('bounces a permanent refusal on the second connection to the sender at once (partial, nothing queued for retry)', async () => {
+    const dest = await serve(async (conn, index) => {
+      if (index === 0) return acceptAll(conn);
+      conn.send('220 x\r\n');
+      for (const reply of ['250 x', '250 ok', '550 5.1.1 no such user']) (await conn.line(), conn.send(reply + '\r\n'));
+      await acceptAll(conn, false);
+    });
+    const up = upstream(at(dest.port));
+    await envelope(up, ['b1@b.example', 'b2@b.example']);
+    const deliveries = [
+      { recipients: ['b1@b.example'], message: msg('first') },
+      { recipients: ['b2@b.example'], message: msg('second') },
+    ];
+    const out = await up.deliver(deliveries);
+    assert.equal(out.status, 'partial');
+    assert.deepEqual(out.failed.map((f) => [f.recipient, f.reply.code, f.permanent]), [['b2@b.example', 550, true]]);
+    const q = spool();
+    assert.deepEqual(await up.queueFailures(out, deliveries, q), []);
+    const [dsn] = q.list();
+    assert.deepEqual([dsn.from, dsn.recipients.map((r) => r.address)], ['', ['a@a.example']]);
+    assert.match(readFileSync(join(q.dir, `${dsn.id}.eml`), 'latin1'), /^Status: 5\.1\.1\r$/m);
   });
 
   it('passes a 5xx through when nothing was accepted', async () => {
