@@ -1,7 +1,8 @@
 /**
- * cstp-no-delivery: the guard for an instance without a delivery plugin. Haraka would otherwise accept
- * recipients it cannot deliver to; this plugin answers DATA with 451 so the client keeps the message and retries
- * later. It steps aside by itself as soon as any plugin registers the queue hook that would take the message.
+ * cstp-no-delivery: the guard for an instance without a delivery plugin. Haraka alone would answer every RCPT
+ * with a permanent 550 "I cannot deliver mail for", telling clients the address is wrong and making them bounce
+ * the message. This plugin accepts the recipients and answers DATA with 451, so the client keeps the message and
+ * retries later. It steps aside by itself as soon as any plugin registers the queue hook that would take it.
  */
 import { codes, type Connection, type Next, type Plugin } from '../haraka';
 
