@@ -11,7 +11,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { DotStuffer } from './dot-stuff';
-import { localReply, ReplyParseError, ReplyParser, type SmtpReply } from './reply';
+import { localReply, ReplyParser, type SmtpReply } from './reply';
 
 export type TlsPolicy = 'opportunistic' | 'required' | 'off';
 
@@ -161,8 +161,9 @@ export class SmtpClient {
   private busy = false;
   private caps: Capabilities = { keywords: new Map() };
   private tlsState?: TlsState;
-  /** The greeting, then the last EHLO/HELO reply. */
+  /** The server's greeting. */
   greeting?: SmtpReply;
+  /** The last EHLO (or HELO) reply: after STARTTLS, the one given over TLS. */
   ehlo?: SmtpReply;
 
   constructor(private readonly opts: SmtpClientOptions) {
@@ -201,12 +202,12 @@ export class SmtpClient {
     return this.startTlsPerPolicy(hello);
   }
 
-  mail(from: string, params: MailParams = {}): Promise<SmtpReply> {
+  async mail(from: string, params: MailParams = {}): Promise<SmtpReply> {
     const { args } = mailArgs(params, this.caps);
     return this.command(['MAIL FROM:<' + commandArg(from) + '>', ...args].join(' '), 'MAIL');
   }
 
-  rcpt(to: string, params: RcptParams = {}): Promise<SmtpReply> {
+  async rcpt(to: string, params: RcptParams = {}): Promise<SmtpReply> {
     const { args } = rcptArgs(params, this.caps);
     return this.command(['RCPT TO:<' + commandArg(to) + '>', ...args].join(' '), 'RCPT');
   }
@@ -388,8 +389,8 @@ export class SmtpClient {
     try {
       replies = this.parser.push(data);
     } catch (err) {
-      if (!(err instanceof ReplyParseError)) throw err;
-      this.fail(localReply(421, '4.5.0', `${this.label} sent an invalid reply during ${this.phase}: ${err.message}`));
+      // Only ReplyParseError is expected; anything else must not escape a socket event either.
+      this.fail(localReply(421, '4.5.0', `${this.label} sent an invalid reply during ${this.phase}: ${(err as Error).message}`));
       return;
     }
     for (const reply of replies) {

@@ -190,6 +190,15 @@ describe('SmtpClient against Postfix smtp-sink', () => {
     }
   });
 
+  it('refuses to send a command argument carrying CR/LF (command injection)', async () => {
+    const c = client(sink.port);
+    assert.equal((await c.open()).code, 250);
+    await assert.rejects(c.mail('a@a.example>\r\nRCPT TO:<x@evil.example'), RangeError);
+    await assert.rejects(c.mail('a@a.example', { envid: 'a b' }), RangeError);
+    assert.equal((await c.mail('a@a.example')).code, 250, 'the session is still in step');
+    await c.quit();
+  });
+
   it("falls back to HELO when EHLO is refused", async () => {
     const old = await startSink(['-e']);
     try {
