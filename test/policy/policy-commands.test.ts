@@ -1,7 +1,7 @@
 /** `cstp policy explain` end to end: a real store, bin/cstp in a child process. */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -12,9 +12,15 @@ const CSTP = resolve(__dirname, '../../../bin/cstp');
 const dir = mkdtempSync(join(tmpdir(), 'cstp-policy-cli-'));
 const storeDir = join(dir, 'store');
 const passFile = join(dir, 'pass');
+/** Haraka instance directories: one without config/cstp.ini (every default), one with amd's settings. */
+const bare = join(dir, 'bare');
+const amd = join(dir, 'amd');
 
 before(async () => {
   writeFileSync(passFile, 'correct horse\n', { mode: 0o600 });
+  mkdirSync(bare);
+  mkdirSync(join(amd, 'config'), { recursive: true });
+  writeFileSync(join(amd, 'config', 'cstp.ini'), '[policy]\nlocal_networks = 10.1.0.0/16\nlocal_domains = amd\nmixed_recipients = liberal\n');
   const store = KeyStore.open({ path: storeDir, passphrase: 'correct horse' });
   store.putGatewayIdentity('amd', { key: paperKey('gw-amd'), cert: paperCert('gw-amd'), chain: [] });
   store.addCertificate(paperCert('gw-intel'), 'gateway', ['intel']);
@@ -28,7 +34,9 @@ function cstp(...args: string[]): { status: number | null; stdout: string; stder
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const explain = (...args: string[]) => cstp('policy', 'explain', '--store', storeDir, '--store-pass-file', passFile, ...args);
+const explainIn = (instance: string, ...args: string[]) =>
+  cstp('policy', 'explain', '--instance', instance, '--store', storeDir, '--store-pass-file', passFile, ...args);
+const explain = (...args: string[]) => explainIn(bare, ...args);
 
 test('explain prints the paper example from the store: intel encrypted and signed by amd, fedor refused (restrictive default)', () => {
   const r = explain('--from', 'juro@amd', '--to', 'juro@intel,julia@intel', '--to', 'fedor@mulholland', '--at', '2030-01-01T00:00:00Z');
@@ -40,11 +48,25 @@ test('explain prints the paper example from the store: intel encrypted and signe
   assert.match(r.stdout, /refused: fedor@mulholland with 550 5\.7\.1/);
 });
 
-test('explain with --mixed liberal and --client in a local network', () => {
-  const r = explain('--from', 'juro@amd', '--to', 'juro@intel,fedor@mulholland', '--client', '10.1.0.25', '--local-networks', '10.1.0.0/16', '--mixed', 'liberal');
+test("explain reads the instance's cstp.ini: liberal, amd's networks and domain; flags override it", () => {
+  const r = explainIn(amd, '--from', 'juro@amd', '--to', 'juro@intel,fedor@mulholland,fero@amd', '--client', '10.1.0.25');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /direction: outbound \(client 10\.1\.0\.25 is in local network 10\.1\.0\.0\/16\)/);
-  assert.match(r.stdout, /delivery 2 via second connection .*: fedor@mulholland\n  unaltered: no usable certificate/);
+  assert.match(r.stdout, /  fero@amd: stays inside \[local\]/);
+  assert.match(r.stdout, /delivery 2 via second connection .*: fedor@mulholland, fero@amd\n  unaltered: no usable certificate/);
+  const overridden = explainIn(amd, '--from', 'juro@amd', '--to', 'juro@intel,fedor@mulholland', '--client', '10.1.0.25', '--mixed', 'restrictive');
+  assert.match(overridden.stdout, /refused: fedor@mulholland/);
+  const inbound = explainIn(amd, '--from', 'juro@amd', '--to', 'juro@intel', '--client', '192.0.2.1');
+  assert.match(inbound.stdout, /direction: inbound \(client 192\.0\.2\.1 is not in the local networks\)/);
+});
+
+test('explain: a wrong cstp.ini stops it, naming the file and key', () => {
+  const broken = join(dir, 'broken');
+  mkdirSync(join(broken, 'config'), { recursive: true });
+  writeFileSync(join(broken, 'config', 'cstp.ini'), '[policy]\nmixed_recipients = sometimes\n');
+  const r = explainIn(broken, '--from', 'juro@amd', '--to', 'juro@intel');
+  assert.equal(r.status, 3);
+  assert.match(r.stderr, /cstp\.ini.*mixed_recipients/);
 });
 
 test('explain inbound --encrypted at the amd gateway: its own key opens mail for amd', () => {
