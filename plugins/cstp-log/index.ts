@@ -47,8 +47,18 @@ function record(data: string): Record<string, unknown> & { message: string } {
   return { source: 'haraka', message: data };
 }
 
-/** Protocol traces show AUTH exchanges; the credentials in them must not reach the log. */
-function redact<T extends { message: string }>(entry: T): T {
-  entry.message = entry.message.replace(/^(C: AUTH \S+).*$/i, '$1 <redacted>');
+/** Connections whose next client line answers a "334" AUTH challenge (a username or password). */
+const answeringChallenge = new Set<string>();
+
+/** Protocol traces show AUTH exchanges; the credentials in them (initial response or answers) must not be logged. */
+function redact<T extends { message: string; uuid?: unknown }>(entry: T): T {
+  const connection = String(entry.uuid ?? '').replace(/\.\d+$/, '');
+  if (entry.message.startsWith('S: 334')) {
+    answeringChallenge.add(connection);
+  } else if (entry.message.startsWith('C: ') && answeringChallenge.delete(connection)) {
+    entry.message = 'C: <redacted>';
+  } else {
+    entry.message = entry.message.replace(/^(C: AUTH \S+).*$/i, '$1 <redacted>');
+  }
   return entry;
 }

@@ -106,6 +106,8 @@ describe('cstp-log', () => {
       { level: 'DATA', data: 'Subject: a secret body line' },
       { level: 'PROTOCOL', data: JSON.stringify({ level: 'PROTOCOL', uuid: 'U1', origin: 'core', message: 'C: AUTH PLAIN AGp1cm8Ac2VjcmV0' }) },
       { level: 'INFO', data: 'loglevel: INFO' },
+      { level: 'PROTOCOL', data: JSON.stringify({ level: 'PROTOCOL', uuid: 'U2', origin: 'core', message: 'S: 334 VXNlcm5hbWU6' }) },
+      { level: 'PROTOCOL', data: JSON.stringify({ level: 'PROTOCOL', uuid: 'U2', origin: 'core', message: 'C: anVybw==' }) },
     ]);
     assert.deepEqual(
       lines.map(({ timestamp: _t, ...rest }) => rest),
@@ -113,6 +115,8 @@ describe('cstp-log', () => {
         { level: 'info', source: 'haraka', uuid: 'U1.1', origin: 'core', message: 'hello', extra: 1 },
         { level: 'debug', source: 'haraka', uuid: 'U1', origin: 'core', message: 'C: AUTH PLAIN <redacted>' },
         { level: 'info', source: 'haraka', message: 'loglevel: INFO' },
+        { level: 'debug', source: 'haraka', uuid: 'U2', origin: 'core', message: 'S: 334 VXNlcm5hbWU6' },
+        { level: 'debug', source: 'haraka', uuid: 'U2', origin: 'core', message: 'C: <redacted>' },
       ],
     );
   });
