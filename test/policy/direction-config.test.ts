@@ -30,6 +30,7 @@ test('LocalNetworks: bare addresses are single hosts; the defaults are loopback'
   const d = resolvePolicyConfig().networks;
   assert.deepEqual(['127.0.0.1', '127.9.9.9', '::1', '::2'].map((ip) => d.contains(ip)), [true, true, true, false]);
   assert.ok(LocalNetworks.parse(['0.0.0.0/0']).contains('203.0.113.9'));
+  assert.ok(LocalNetworks.parse(['fe80::/10']).contains('fe80::1%eth0'), 'the zone index is ignored');
 });
 
 test('the defaults are documented values', () => {
