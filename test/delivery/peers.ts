@@ -42,13 +42,17 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
-/** Postfix smtp-sink on a loopback port, dumping each message to a file; extra args e.g. ['-r', 'MAIL']. */
-export async function startSink(args: string[] = []): Promise<Sink> {
+/**
+ * Postfix smtp-sink on a loopback port, dumping each message to a file; extra args e.g. ['-r', 'MAIL'].
+ * With ['-m', '1'] and backlog 1 it serves one session and leaves the next ones queued in the
+ * kernel (connected, no greeting): a real MTA at its connection limit.
+ */
+export async function startSink(args: string[] = [], backlog = 100): Promise<Sink> {
   const dir = mkdtempSync(join(tmpdir(), 'cstp-sink-'));
   chmodSync(dir, 0o777); // smtp-sink writes as nobody
   const port = await freePort();
   const root = process.getuid?.() === 0 ? ['-u', 'nobody'] : [];
-  const child: ChildProcess = spawn('smtp-sink', [...root, ...args, '-d', `${dir}/%M.`, `127.0.0.1:${port}`, '100'], {
+  const child: ChildProcess = spawn('smtp-sink', [...root, ...args, '-d', `${dir}/%M.`, `127.0.0.1:${port}`, String(backlog)], {
     stdio: 'ignore',
   });
   for (let i = 0; i < 200 && !(await canConnect(port)); i++) await new Promise((r) => setTimeout(r, 10));

@@ -144,6 +144,28 @@ describe('UpstreamTransaction', () => {
     });
   }
 
+  it('uses the relay when a real MTA at its connection limit leaves the second connection without greeting', async () => {
+    const limited = await startSink(['-m', '1'], 1);
+    try {
+      const routes = new InMemoryRouteMemory();
+      const up = upstream(at(limited.port), { routes, relay: at(relay.port) });
+      await envelope(up, ['b1@b.example', 'b2@b.example']);
+      const out = await up.deliver([
+        { recipients: ['b1@b.example'], message: msg('first') },
+        { recipients: ['b2@b.example'], message: msg('second') },
+      ]);
+      assert.equal(out.status, 'accepted');
+      // Queued in the kernel's accept queue (no greeting) or, if that is full too, not connected at all.
+      assert.match(out.deliveries[1].attempts[0].reply.lines[0], /timed out waiting for (greeting|connection)/);
+      assert.equal(out.deliveries[1].route, 'relay');
+      assert.equal(routes.get(up.destinationKey), 'relay');
+      assert.match((await limited.next(1))[0], /\nfirst\n/);
+      assert.match((await relay.next(1))[0], /\nsecond\n/);
+    } finally {
+      await limited.stop();
+    }
+  });
+
   it('reports a partial failure as partial: 250 to the client, the failed part returned for the retry queue', async () => {
     const dest = await serve((conn, index) => (index === 0 ? acceptAll(conn) : refusals['421 at greeting'](conn)));
     const deadRelay = await freePort();
