@@ -102,12 +102,15 @@ interface TransactionResult {
   recipients: RecipientResult[];
 }
 
+/** A transaction that ended before any recipient was accepted: the reply goes to every recipient. */
+function stoppedAt(stage: Stage, reply: SmtpReply, env: Envelope): TransactionResult {
+  return { stage, reply, recipients: env.recipients.map((r) => ({ address: r.address, accepted: false, reply })) };
+}
+
 /** MAIL, every RCPT, DATA on a ready session; stops at the first step that leaves nothing to do. */
 async function transact(client: SmtpClient, env: Envelope, message: () => MessageSource): Promise<TransactionResult> {
   const mail = await client.mail(env.from, env.params);
-  const refusedAll = (reply: SmtpReply): RecipientResult[] =>
-    env.recipients.map((r) => ({ address: r.address, accepted: false, reply }));
-  if (!isPositive(mail)) return { stage: 'mail', reply: mail, recipients: refusedAll(mail) };
+  if (!isPositive(mail)) return stoppedAt('mail', mail, env);
   const rcpts: { address: string; reply: SmtpReply }[] = [];
   for (const r of env.recipients) rcpts.push({ address: r.address, reply: await client.rcpt(r.address, r.params) });
   const firstRefusal = rcpts.find((r) => !isPositive(r.reply));
@@ -220,13 +223,21 @@ export class UpstreamTransaction {
   }
 
   private async deliverOnPrimary(d: Delivery): Promise<DeliveryResult> {
-    const client = this.primary!;
     const env = this.envelope!;
     const params = { ...env.params, ...d.mailParams };
+    let client = this.primary!;
     let result: TransactionResult;
-    // A different SIZE alone does not restart the envelope: the client's SIZE was an estimate
-    // already (RFC 1870 lets a client declare an estimate) and the destination checks the real size.
-    if (sameSet(d.recipients, env.recipients.map((r) => r.address)) && params.body === env.params.body) {
+    if (!client.usable) {
+      // The destination dropped the connection while our client was still sending (its command
+      // timeout, e.g. Postfix smtpd_timeout, runs during a long upload): once more, on a fresh one.
+      client = this.client('primary');
+      this.primary = client;
+      const ready = await client.open();
+      const fresh = this.envelopeFor(d, params);
+      result = isPositive(ready) ? await transact(client, fresh, d.message) : stoppedAt('connect', ready, fresh);
+    } else if (sameSet(d.recipients, env.recipients.map((r) => r.address)) && params.body === env.params.body) {
+      // A different SIZE alone does not restart the envelope: the client's SIZE was an estimate
+      // already (RFC 1870 lets a client declare an estimate) and the destination checks the real size.
       const final = await client.data(d.message());
       result = {
         stage: 'data',
@@ -236,9 +247,8 @@ export class UpstreamTransaction {
     } else {
       // The envelope passed through at RCPT time does not fit this copy: start it over.
       const reset = await client.rset();
-      result = isPositive(reset)
-        ? await transact(client, this.envelopeFor(d, params), d.message)
-        : { stage: 'mail', reply: reset, recipients: d.recipients.map((address) => ({ address, accepted: false, reply: reset })) };
+      const fresh = this.envelopeFor(d, params);
+      result = isPositive(reset) ? await transact(client, fresh, d.message) : stoppedAt('mail', reset, fresh);
     }
     return toResult('primary', [{ route: 'primary', stage: result.stage, reply: result.reply, tls: client.tls }], result);
   }
@@ -272,9 +282,7 @@ export class UpstreamTransaction {
     this.extras.add(client);
     try {
       const ready = await client.open();
-      const result: TransactionResult = isPositive(ready)
-        ? await transact(client, env, message)
-        : { stage: 'connect', reply: ready, recipients: env.recipients.map((r) => ({ address: r.address, accepted: false, reply: ready })) };
+      const result = isPositive(ready) ? await transact(client, env, message) : stoppedAt('connect', ready, env);
       attempts.push({ route, stage: result.stage, reply: result.reply, tls: client.tls });
       return result;
     } finally {

@@ -225,6 +225,23 @@ describe('UpstreamTransaction', () => {
     assert.match(readFileSync(join(q.dir, `${dsn.id}.eml`), 'latin1'), /^Status: 5\.1\.1\r$/m);
   });
 
+  it('reconnects once when the destination dropped the idle primary connection during the upload', async () => {
+    const dest = await serve(async (conn, index) => {
+      if (index > 0) return acceptAll(conn);
+      conn.send('220 x\r\n');
+      for (let i = 0; i < 3; i++) (await conn.line(), conn.send('250 ok\r\n')); // EHLO, MAIL, RCPT
+      conn.send('421 4.4.2 scripted: timeout exceeded\r\n'); // as Postfix smtpd_timeout does
+      conn.socket.end();
+    });
+    const up = upstream(at(dest.port));
+    await envelope(up, ['b1@b.example']);
+    await new Promise((r) => setTimeout(r, 50));
+    const out = await up.deliver([{ recipients: ['b1@b.example'], message: msg('x') }]);
+    assert.equal(out.status, 'accepted');
+    assert.deepEqual(out.reply.lines, ['2.0.0 queued as SCRIPTED']);
+    assert.equal(dest.accepted, 2);
+  });
+
   it('passes a 5xx through when nothing was accepted', async () => {
     const rejecting = await startSink(['-f', '.']);
     try {
