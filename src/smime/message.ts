@@ -292,6 +292,18 @@ export interface TrustOptions {
   intermediates?: Certificate[];
   /** Validation time; default now. */
   at?: Date;
+  /**
+   * Vouches for a domain signer (RFC 3183) whose certificate names neither the From nor the
+   * Sender address, e.g. the gateway certificate a store holds for the sender's domain.
+   */
+  isDomainSigner?: (signer: Certificate, senders: string[]) => boolean;
+}
+
+/** RFC 3183 3.1.1: a domain signature's certificate names domain-signing-authority@<domain>. */
+function domainSignerFor(signer: Certificate, senders: string[]): string | undefined {
+  return senders
+    .map((a) => a.slice(a.lastIndexOf('@') + 1))
+    .find((domain) => signer.hasEmail(`domain-signing-authority@${domain}`));
 }
 
 export interface SignatureReport {
@@ -372,15 +384,22 @@ function judgeSigner(s: SignerResult, certificates: Certificate[], trust: TrustO
     purpose: 'sign', anchors: trust.anchors, intermediates: [...certificates, ...(trust.intermediates ?? [])], at: trust.at,
   });
   if (!path.ok && path.code !== 'untrusted') return { ...good, verdict: 'cert-unusable', reason: path.reason };
-  // RFC 8550 3: the From or Sender address must be one the certificate names.
+  // RFC 8550 3: the From or Sender address must be one the certificate names, unless the
+  // signature is a domain signature (RFC 3183) for the sender's domain.
+  let kind = 'certificate';
   if (from.length > 0 && !from.some((a) => signer.hasEmail(a))) {
-    return {
-      ...good, verdict: 'cert-unusable',
-      reason: `signer certificate names ${signer.emailAddresses.join(', ') || 'no e-mail address'}, not the sender ${from.join(', ')}`,
-    };
+    const domain = domainSignerFor(signer, from);
+    if (domain) kind = `domain signature for ${domain}`;
+    else if (trust.isDomainSigner?.(signer, from)) kind = `domain signature for ${from.join(', ')}`;
+    else {
+      return {
+        ...good, verdict: 'cert-unusable',
+        reason: `signer certificate names ${signer.emailAddresses.join(', ') || 'no e-mail address'}, not the sender ${from.join(', ')}`,
+      };
+    }
   }
-  if (!path.ok) return { ...good, verdict: 'good-untrusted', reason: path.reason };
-  return { ...good, verdict: 'good-trusted', reason: 'good signature, trusted certificate', chain: path.chain };
+  if (!path.ok) return { ...good, verdict: 'good-untrusted', reason: `${path.reason} (${kind})` };
+  return { ...good, verdict: 'good-trusted', reason: `good signature, trusted ${kind}`, chain: path.chain };
 }
 
 // ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import { Certificate } from '../../src/pki/certificate';
 import {
   decryptMessage, encryptMessage, signAndEncryptMessage, signMessage, SmimeError, STATUS_HEADER, unwrapMessage, verifyMessage,
 } from '../../src/smime/message';
+import { generateKeyPair, selfSignedCertificate, smimeKeyUsage } from '../../src/pki/issue';
 import { pkiPath, pkiRead } from '../helpers/pki';
 
 const cert = (n: string): Certificate => Certificate.fromPem(pkiRead(`${n}.crt`))[0];
@@ -177,4 +178,24 @@ test('signAndEncryptMessage equals sign | encrypt: unwraps to a good+trusted sig
     else assert.match(body(message).toString('latin1'), /Gr=C3=BC=C3=9Fe/, 'detached made it quoted-printable');
   }
   assert.throws(() => signAndEncryptMessage(MESSAGE, creds('user-a-rsa'), [cert('weak-rsa')]), /1024/);
+});
+
+test('RFC 3183 domain signatures: accepted for the domain the certificate names, or when the caller vouches', () => {
+  const gateway = (emails: string[]) => {
+    const { privateKey } = generateKeyPair('rsa-2048');
+    const c = selfSignedCertificate({ key: privateKey, subject: { commonName: 'cstpbox' }, emails, days: 30, keyUsage: smimeKeyUsage(privateKey), extKeyUsage: ['1.3.6.1.5.5.7.3.4'] });
+    return { cert: c, key: privateKey, chain: [] as Certificate[] };
+  };
+  const rfc3183 = gateway(['domain-signing-authority@a.example']);
+  const fromA = verifyMessage(join(signMessage(MESSAGE, rfc3183)), { anchors: [rfc3183.cert] });
+  assert.equal(fromA.verdict, 'good-trusted', fromA.reason);
+  assert.match(fromA.reason, /domain signature for a\.example/);
+  const otherDomain = Buffer.from(MESSAGE.toString('latin1').replace('user@a.example', 'user@b.example'), 'latin1');
+  assert.equal(verifyMessage(join(signMessage(otherDomain, rfc3183)), { anchors: [rfc3183.cert] }).verdict, 'cert-unusable');
+
+  const paper = gateway(['cstpbox@a.example']);
+  const signed = join(signMessage(MESSAGE, paper));
+  assert.equal(verifyMessage(signed, { anchors: [paper.cert] }).verdict, 'cert-unusable', 'a plain reader sees the address mismatch');
+  const vouched = verifyMessage(signed, { anchors: [paper.cert], isDomainSigner: (s, from) => s.fingerprint === paper.cert.fingerprint && from.includes('user@a.example') });
+  assert.equal(vouched.verdict, 'good-trusted', vouched.reason);
 });
