@@ -190,6 +190,22 @@ describe('SmtpClient against Postfix smtp-sink', () => {
     }
   });
 
+  it('aborts without the final dot when the message source fails (nothing half-sent is delivered)', async () => {
+    const c = client(sink.port);
+    assert.equal((await c.open()).code, 250);
+    await c.mail('a@a.example');
+    await c.rcpt('b@b.example');
+    async function* failing(): AsyncGenerator<Buffer> {
+      yield Buffer.from('Subject: half\r\n\r\nfirst part\r\n');
+      throw new Error('encryption failed');
+    }
+    const r = await c.data(failing());
+    assert.deepEqual(r, { code: 451, enhanced: '4.3.0', lines: ['4.3.0 cstp could not read the message: encryption failed'], local: true });
+    assert.equal(c.usable, false);
+    await new Promise((res) => setTimeout(res, 100));
+    assert.deepEqual(sink.unseen(), [], 'smtp-sink keeps no dump of an aborted transaction');
+  });
+
   it('refuses to send a command argument carrying CR/LF (command injection)', async () => {
     const c = client(sink.port);
     assert.equal((await c.open()).code, 250);
