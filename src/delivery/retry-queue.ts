@@ -10,7 +10,7 @@
  * configured bounce route. One runner per spool directory (no cross-process locking).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { isPermanent, isPositive, localReply, type SmtpReply } from './reply';
 import { SmtpClient, type MailParams, type RcptParams, type Timeouts, type TlsOptions } from './smtp-client';
@@ -98,6 +98,7 @@ export class RetryQueue {
   constructor(private readonly opts: RetryQueueOptions) {
     this.delays = opts.delays ?? DEFAULT_DELAYS;
     this.now = opts.now ?? Date.now;
+    mkdirSync(opts.dir, { recursive: true, mode: 0o700 }); // messages are private mail
     this.dropIncomplete();
   }
 
