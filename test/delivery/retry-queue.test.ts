@@ -38,7 +38,9 @@ describe('RetryQueue (durable spool, retries, DSN bounces) against smtp-sink', (
   }
 
   it('survives a restart (new instance on the same spool) and delivers when due', async () => {
-    const dir = join(mkdtempSync(join(tmpdir(), 'cstp-spool-')), 'created');
+    const parent = mkdtempSync(join(tmpdir(), 'cstp-spool-'));
+    dirs.push(parent);
+    const dir = join(parent, 'created');
     const first = queue({}, dir);
     first.enqueue(
       { from: 'a@a.example', mailParams: { ret: 'HDRS' }, recipients: [{ address: 'b@b.example', params: { notify: ['FAILURE'] } }], destination: at(sink.port) },
