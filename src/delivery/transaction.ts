@@ -187,11 +187,14 @@ export class UpstreamTransaction {
   }
 
   /**
-   * Hand the failed part of an outcome to the retry queue: temporary failures are queued per
+   * Hand the failed part of a partial outcome to the retry queue: temporary failures are queued per
    * delivery (each needs its own message copy), permanent ones bounce to the sender at once.
    * The queued copy goes where the delivery went last (the relay when the destination refused).
    */
   async queueFailures(outcome: Outcome, deliveries: Delivery[], queue: RetryQueue): Promise<QueueItem[]> {
+    // Only a partial outcome is ours to finish: otherwise the client got the failure and will
+    // retry (or bounce) the whole message itself, and queueing as well would duplicate it.
+    if (outcome.status !== 'partial') return [];
     const items: QueueItem[] = [];
     for (const [index, d] of deliveries.entries()) {
       const failed = outcome.failed.filter((f) => f.delivery === index);
