@@ -427,10 +427,10 @@ describe('SmtpClient against scripted socket peers (faults smtp-sink cannot make
       });
     }
 
-    it('upgrades, says EHLO again, delivers over TLS and reports the TLS state', async () => {
+    it("upgrades (policy 'required' satisfied), says EHLO again, delivers over TLS and reports the TLS state", async () => {
       const seen: string[] = [];
       const port = await serve(tlsPeer(seen));
-      const c = client(port);
+      const c = client(port, { tls: { policy: 'required' } });
       assert.equal((await c.open()).code, 250);
       assert.equal(c.tls?.protocol, 'TLSv1.3');
       assert.equal(c.tls?.authorized, false);
