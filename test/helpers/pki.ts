@@ -17,10 +17,9 @@
  *   stranger      stranger@c.example, issued by other-ca
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { buildOnce } from './build-once';
 
 export const P12_PASS = 'test';
 
@@ -124,20 +123,8 @@ let cached: string | undefined;
 
 /** Directory holding the test PKI; built on first use. */
 export function pkiDir(): string {
-  if (cached) return cached;
-  const key = createHash('sha256').update(readFileSync(__filename)).digest('hex').slice(0, 12);
-  const dir = join(tmpdir(), `cstp-test-pki-${key}`);
-  if (!existsSync(join(dir, 'stranger.crt'))) {
-    const work = mkdtempSync(join(tmpdir(), 'cstp-pki-build-'));
-    build(work);
-    try {
-      renameSync(work, dir);
-    } catch {
-      rmSync(work, { recursive: true, force: true }); // another process won the race
-    }
-  }
-  cached = dir;
-  return dir;
+  cached ??= buildOnce('test-pki', __filename, 'stranger.crt', build);
+  return cached;
 }
 
 export const pkiPath = (file: string): string => join(pkiDir(), file);

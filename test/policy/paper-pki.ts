@@ -5,11 +5,11 @@
  * keyed by this file's content, like test/helpers/pki.ts.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Certificate } from '../../src/pki/certificate';
+import { buildOnce } from '../helpers/build-once';
 
 const CERTS: Record<string, { cn: string; email: string }> = {
   'gw-amd': { cn: 'cstp gateway amd', email: 'cstpbox@amd' },
@@ -31,20 +31,8 @@ function build(dir: string): void {
 let cached: string | undefined;
 
 function paperDir(): string {
-  if (cached) return cached;
-  const key = createHash('sha256').update(readFileSync(__filename)).digest('hex').slice(0, 12);
-  const dir = join(tmpdir(), `cstp-test-paper-pki-${key}`);
-  if (!existsSync(join(dir, 'juro-amd.crt'))) {
-    const work = mkdtempSync(join(tmpdir(), 'cstp-paper-pki-build-'));
-    build(work);
-    try {
-      renameSync(work, dir);
-    } catch {
-      rmSync(work, { recursive: true, force: true }); // another process won the race
-    }
-  }
-  cached = dir;
-  return dir;
+  cached ??= buildOnce('test-paper-pki', __filename, 'juro-amd.crt', build);
+  return cached;
 }
 
 export function paperCert(name: keyof typeof CERTS): Certificate {
