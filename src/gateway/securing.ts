@@ -1,0 +1,177 @@
+/**
+ * The securing step of one transaction: what the message is, the plan for it, and each planned delivery's bytes,
+ * made with the S/MIME engine and the keys of the store. No SMTP here: the Haraka plugin hands the result to
+ * src/delivery. Inbound, every signature layer feeds the store: good signatures without a trusted chain are
+ * harvested into the untrusted store, the capabilities of verified ones are remembered.
+ */
+import { OID } from '../asn1/oids';
+import type { Certificate } from '../pki/certificate';
+import type { Credentials } from '../pki/keys';
+import { isDomainSigner } from '../policy/domain-signing';
+import { planMessage, type Delivery, type MessageFacts, type Plan, type PolicyInput, type Transformation } from '../policy/plan';
+import type { PolicyConfig } from '../policy/config';
+import { heldKeys, storeLookups } from '../policy/store-lookups';
+import { parseContentInfo } from '../smime/cms/content-info';
+import { signAndEncryptMessage, signMessage, encryptMessage, unwrapMessage, STATUS_HEADER, type LayerResult } from '../smime/message';
+import { decodeTransferEncoding, headerValue, parseContentType, parseEntity } from '../smime/mime';
+import type { KeyStore } from '../store/key-store';
+
+/** What the top level of the message is (only a whole-body S/MIME object counts, as in the engine). */
+export function messageFacts(message: Buffer): MessageFacts {
+  try {
+    const entity = parseEntity(message);
+    const ct = parseContentType(headerValue(entity.headers, 'content-type'));
+    if (ct.mimeType === 'multipart/signed') {
+      return { encrypted: false, signed: /pkcs7-signature$/i.test(ct.params.protocol ?? '') };
+    }
+    const p7m = ct.mimeType === 'application/pkcs7-mime' || ct.mimeType === 'application/x-pkcs7-mime' ||
+      (ct.mimeType === 'application/octet-stream' && /\.p7m$/i.test(ct.params.name ?? ''));
+    if (!p7m) return { encrypted: false, signed: false };
+    const der = decodeTransferEncoding(entity.body, headerValue(entity.headers, 'content-transfer-encoding'));
+    const type = parseContentInfo(der).contentType;
+    return { encrypted: type === OID.envelopedData || type === OID.authEnvelopedData, signed: type === OID.signedData };
+  } catch {
+    // Not parseable as S/MIME: the engine treats it as plain too.
+    return { encrypted: false, signed: false };
+  }
+}
+
+/** Removes every incoming status header field (and its continuation lines) from the header section. */
+export function stripStatusHeaders(message: Buffer): Buffer {
+  const end = message.indexOf('\r\n\r\n');
+  const headerEnd = end < 0 ? message.length : end + 2;
+  const head = message.subarray(0, headerEnd).toString('latin1');
+  const name = STATUS_HEADER.toLowerCase();
+  const kept: string[] = [];
+  let dropping = false;
+  for (const line of head.split(/(?<=\r\n)/)) {
+    if (/^[ \t]/.test(line)) {
+      if (!dropping) kept.push(line);
+      continue;
+    }
+    dropping = line.slice(0, line.indexOf(':')).trim().toLowerCase() === name;
+    if (!dropping) kept.push(line);
+  }
+  return Buffer.concat([Buffer.from(kept.join(''), 'latin1'), message.subarray(headerEnd)]);
+}
+
+export interface SecuredDelivery {
+  plan: Delivery;
+  /** The bytes to deliver (canonical CRLF, not dot-stuffed). */
+  message: Buffer;
+  /** For the decision line: sign+encrypt, encrypt, detached-signature, unaltered, decrypt, verify. */
+  action: string;
+  algorithm?: string;
+  certificates: string[];
+  /** Inbound: the layers unwrapped. */
+  layers?: LayerResult[];
+}
+
+export interface Secured {
+  plan: Plan;
+  deliveries: SecuredDelivery[];
+}
+
+export interface SecureInput {
+  clientIp: string;
+  direction?: PolicyInput['direction'];
+  sender: string;
+  recipients: readonly string[];
+  message: Buffer;
+  now?: Date;
+}
+
+/** Plans the transaction and makes every delivery's bytes. Throws when the engine fails (nothing may go out). */
+export function secureMessage(input: SecureInput, config: PolicyConfig, store: KeyStore): Secured {
+  const lookups = storeLookups(store);
+  const facts = messageFacts(input.message);
+  const now = input.now ?? new Date();
+  const plan = planMessage({
+    clientIp: input.clientIp,
+    direction: input.direction,
+    sender: input.sender,
+    recipients: input.recipients,
+    message: facts,
+    decryptionKeys: facts.encrypted ? heldKeys(store, input.recipients) : [],
+    now,
+  }, config, lookups);
+  const deliveries = plan.deliveries.map((d) => transform(d, input, store, now));
+  return { plan, deliveries };
+}
+
+function credentials(store: KeyStore, signer: { kind: 'user' | 'gateway'; owner: string }): Credentials {
+  const creds = signer.kind === 'user' ? store.userKey(signer.owner) : store.gatewayIdentity(signer.owner);
+  if (!creds) throw new Error(`the signing key of ${signer.owner} is no longer in the store`);
+  return creds;
+}
+
+function transform(d: Delivery, input: SecureInput, store: KeyStore, now: Date): SecuredDelivery {
+  const t: Transformation = d.transformation;
+  const base = { plan: d, certificates: [] as string[] };
+  switch (t.kind) {
+    case 'encrypt': {
+      const certs = t.envelope.certificates;
+      const algorithm = `${t.envelope.options.cipher}/${t.envelope.options.rsaKeyTransport}`;
+      const fingerprints = certs.map((c) => c.fingerprint);
+      if (t.signer) {
+        const creds = credentials(store, t.signer);
+        const out = signAndEncryptMessage(input.message, { key: creds.key, cert: creds.cert, chain: creds.chain }, certs, t.envelope.options);
+        return { ...base, message: Buffer.concat([...out]), action: 'sign+encrypt', algorithm, certificates: [...fingerprints, creds.cert.fingerprint] };
+      }
+      const out = encryptMessage(input.message, certs, t.envelope.options);
+      return { ...base, message: Buffer.concat([...out]), action: 'encrypt', algorithm, certificates: fingerprints };
+    }
+    case 'detached-signature': {
+      const creds = credentials(store, t.signer);
+      const out = signMessage(input.message, { key: creds.key, cert: creds.cert, chain: creds.chain });
+      return { ...base, message: Buffer.concat([...out]), action: 'detached-signature', algorithm: 'sha-256', certificates: [creds.cert.fingerprint] };
+    }
+    case 'unaltered':
+      return { ...base, message: d.stripStatusHeaders ? stripStatusHeaders(input.message) : input.message, action: 'unaltered' };
+    case 'unwrap':
+      return unwrap(d, t.keys.map((k) => k.cert), input, store, now);
+  }
+}
+
+/** Trusted for verification: the anchors, and every certificate an administrator put in a role. */
+function trustedCertificates(store: KeyStore): Certificate[] {
+  return store.certificates().map((s) => s.cert);
+}
+
+function unwrap(d: Delivery, certs: Certificate[], input: SecureInput, store: KeyStore, now: Date): SecuredDelivery {
+  const wanted = new Set(certs.map((c) => c.fingerprint));
+  const keys = store.decryptionKeys().filter((k) => wanted.has(k.cert.fingerprint));
+  const lookups = storeLookups(store);
+  const result = unwrapMessage(input.message, {
+    keys,
+    trust: {
+      anchors: trustedCertificates(store),
+      at: now,
+      isDomainSigner: (signer, senders) => senders.some((s) => isDomainSigner(signer, s, lookups)),
+    },
+  });
+  learn(result.layers, input, store, now);
+  const decrypted = result.layers.find((l) => l.type === 'encrypted' && l.status === 'decrypted');
+  const algorithm = decrypted && decrypted.type === 'encrypted' && decrypted.status === 'decrypted'
+    ? `${decrypted.envelope.cipher}/${decrypted.envelope.keyEncryption}` : undefined;
+  const action = result.layers.map((l) => (l.type === 'signed' ? `verify:${l.report.verdict}` : `decrypt:${l.status}`)).join('+') || 'unaltered';
+  const signers = result.layers.flatMap((l) => (l.type === 'signed' ? l.report.signers.map((s) => s.signer?.fingerprint) : []));
+  return {
+    plan: d, message: result.message, action, algorithm, layers: result.layers,
+    certificates: [...keys.map((k) => k.cert.fingerprint), ...signers.filter((f): f is string => f !== undefined)],
+  };
+}
+
+/** Harvest good-untrusted signers; remember the capabilities of verified (good-trusted) ones. */
+function learn(layers: LayerResult[], input: SecureInput, store: KeyStore, now: Date): void {
+  for (const layer of layers) {
+    if (layer.type !== 'signed') continue;
+    for (const s of layer.report.signers) {
+      if (!s.signer) continue;
+      if (s.verdict === 'good-untrusted') store.harvest(s.signer, input.sender || input.clientIp, now);
+      if (s.verdict === 'good-trusted' && s.capabilities) {
+        for (const address of s.signer.emailAddresses) store.setCapabilities(address, s.capabilities, now);
+      }
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/** src/gateway/securing: message facts, status header stripping, and a plan executed against a real store. */
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { messageFacts, secureMessage, stripStatusHeaders } from '../../src/gateway/securing';
+import { resolvePolicyConfig } from '../../src/policy/config';
+import { unwrapMessage } from '../../src/smime/message';
+import { KeyStore } from '../../src/store/key-store';
+import { paperCert, paperKey } from '../policy/paper-pki';
+
+const dir = mkdtempSync(join(tmpdir(), 'cstp-securing-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const MESSAGE = Buffer.from(
+  'From: juro@amd\r\nTo: juro@intel\r\nX-Cstp-Security: forged;\r\n  continued\r\nSubject: hi\r\n\r\nHello.\r\n',
+);
+
+test('stripStatusHeaders removes the field with its continuation lines and nothing else', () => {
+  const out = stripStatusHeaders(MESSAGE).toString();
+  assert.equal(out, 'From: juro@amd\r\nTo: juro@intel\r\nSubject: hi\r\n\r\nHello.\r\n');
+  assert.equal(stripStatusHeaders(Buffer.from('a: b\r\n\r\nX-Cstp-Security: body\r\n')).toString(), 'a: b\r\n\r\nX-Cstp-Security: body\r\n');
+});
+
+test('amd outbound then intel inbound through real stores: encrypted, signed, decrypted, capabilities learned', async () => {
+  const amd = KeyStore.open({ path: join(dir, 'amd'), passphrase: 'p' });
+  const intel = KeyStore.open({ path: join(dir, 'intel'), passphrase: 'p' });
+  try {
+    amd.putGatewayIdentity('amd', { key: paperKey('gw-amd'), cert: paperCert('gw-amd'), chain: [] });
+    amd.addCertificate(paperCert('gw-intel'), 'gateway', ['intel']);
+    intel.putGatewayIdentity('intel', { key: paperKey('gw-intel'), cert: paperCert('gw-intel'), chain: [] });
+    intel.addCertificate(paperCert('gw-amd'), 'gateway', ['amd']);
+    assert.deepEqual(messageFacts(MESSAGE), { encrypted: false, signed: false });
+
+    const out = secureMessage({ clientIp: '127.0.0.1', sender: 'juro@amd', recipients: ['juro@intel'], message: MESSAGE },
+      resolvePolicyConfig({ localDomains: ['amd'] }), amd);
+    assert.equal(out.deliveries.length, 1);
+    assert.equal(out.deliveries[0].action, 'sign+encrypt');
+    const wire = out.deliveries[0].message;
+    assert.deepEqual(messageFacts(wire), { encrypted: true, signed: false });
+    assert.ok(!wire.includes('Hello.'));
+
+    const inbound = secureMessage({ clientIp: '192.0.2.1', sender: 'juro@amd', recipients: ['juro@intel'], message: wire },
+      resolvePolicyConfig({ localDomains: ['intel'], localNetworks: ['10.0.0.0/8'] }), intel);
+    const got = inbound.deliveries[0];
+    assert.equal(got.action, 'decrypt:decrypted+verify:good-trusted');
+    assert.ok(got.message.includes('Hello.'));
+    assert.doesNotMatch(got.message.toString(), /forged/);
+    assert.ok(intel.capabilities('cstpbox@amd'), 'capabilities of the verified domain signature stored');
+    // The engine agrees that the plain delivery carries no S/MIME layer any more.
+    assert.equal(unwrapMessage(got.message, { keys: [], trust: { anchors: [] } }).layers.length, 0);
+  } finally {
+    await amd.close();
+    await intel.close();
+  }
+});
