@@ -11,49 +11,16 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Credentials } from '../../src/pki/keys';
 import { toPem } from '../../src/pki/issue';
 import { signMessage } from '../../src/smime/message';
 import { KeyStore } from '../../src/store/key-store';
 import { startSink, type Sink } from '../delivery/peers';
 import { paperCert, paperKey } from '../policy/paper-pki';
-import { freePort, listening, makeInstance, removeInstance, spawnGateway, stopGateway, swaks, type Gateway } from './harness';
-
-const PASS = 'paper example passphrase';
-type PaperName = Parameters<typeof paperCert>[0];
-const creds = (name: PaperName): Credentials => ({ key: paperKey(name), cert: paperCert(name), chain: [] });
-
-interface Running {
-  port: number;
-  dir: string;
-  gw: Gateway;
-}
-
-/** An instance with its cstp.ini and a store filled by `fill`, started and listening. */
-async function startGateway(ini: string, fill: (store: KeyStore) => void): Promise<Running> {
-  const port = await freePort();
-  const dir = makeInstance(port, `${ini}\n[store]\npath = var/store\npassphrase_file = var/store.passphrase\n`);
-  mkdirSync(join(dir, 'var'), { mode: 0o700 });
-  writeFileSync(join(dir, 'var', 'store.passphrase'), `${PASS}\n`, { mode: 0o600 });
-  const store = KeyStore.open({ path: join(dir, 'var', 'store'), passphrase: PASS });
-  try {
-    fill(store);
-  } finally {
-    await store.close();
-  }
-  const gw = spawnGateway(dir);
-  await listening(gw, 20_000);
-  return { port, dir, gw };
-}
-
-async function stop(r: Running | undefined): Promise<void> {
-  if (!r) return;
-  await stopGateway(r.gw);
-  removeInstance(r.dir);
-}
+import { swaks } from './harness';
+import { amdStore, creds, PASS, startGateway, stop, type PaperName, type Running } from './paper-gateways';
 
 /** The message part of an smtp-sink dump, CRLF (the dump starts with smtp-sink's own X-* and Received lines). */
 function crlf(dump: string): string {
@@ -72,12 +39,6 @@ function pem(name: PaperName): { cert: string; key: string } {
 function openssl(args: string[], input: string): string {
   return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] }).toString('latin1');
 }
-
-const amdStore = (store: KeyStore): void => {
-  store.putGatewayIdentity('amd', creds('gw-amd'));
-  store.addCertificate(paperCert('gw-intel'), 'gateway', ['intel']);
-  store.addCertificate(paperCert('julia'), 'remote');
-};
 
 describe("the paper's example on loopback", () => {
   let intelSink: Sink, wireSink: Sink, amdSink: Sink, rejectSink: Sink, dataSink: Sink;

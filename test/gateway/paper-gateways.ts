@@ -1,0 +1,48 @@
+/** Gateways of the paper's example for the end-to-end tests: a Haraka instance with its own filled store. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Credentials } from '../../src/pki/keys';
+import { KeyStore } from '../../src/store/key-store';
+import { paperCert, paperKey } from '../policy/paper-pki';
+import { freePort, listening, makeInstance, removeInstance, spawnGateway, stopGateway, type Gateway } from './harness';
+
+export const PASS = 'paper example passphrase';
+export type PaperName = Parameters<typeof paperCert>[0];
+export const creds = (name: PaperName): Credentials => ({ key: paperKey(name), cert: paperCert(name), chain: [] });
+
+export interface Running {
+  port: number;
+  dir: string;
+  gw: Gateway;
+}
+
+/** An instance with its cstp.ini and a store filled by `fill`, started and listening. */
+export async function startGateway(ini: string, fill: (store: KeyStore) => void): Promise<Running> {
+  const port = await freePort();
+  const dir = makeInstance(port, `${ini}\n[store]\npath = var/store\npassphrase_file = var/store.passphrase\n`);
+  mkdirSync(join(dir, 'var'), { mode: 0o700 });
+  writeFileSync(join(dir, 'var', 'store.passphrase'), `${PASS}\n`, { mode: 0o600 });
+  const store = KeyStore.open({ path: join(dir, 'var', 'store'), passphrase: PASS });
+  try {
+    fill(store);
+  } finally {
+    await store.close();
+  }
+  const gw = spawnGateway(dir);
+  await listening(gw, 20_000);
+  return { port, dir, gw };
+}
+
+export async function stop(r: Running | undefined): Promise<void> {
+  if (!r) return;
+  await stopGateway(r.gw);
+  removeInstance(r.dir);
+}
+
+/** amd's store: its gateway key, intel's gateway certificate and Julia's own certificate. */
+export const amdStore = (store: KeyStore): void => {
+  store.putGatewayIdentity('amd', creds('gw-amd'));
+  store.addCertificate(paperCert('gw-intel'), 'gateway', ['intel']);
+  store.addCertificate(paperCert('julia'), 'remote');
+};
+
