@@ -160,6 +160,16 @@ export function hook_mail(
       if (!isPositive(reply)) {
         upstream.close();
         states.delete(tx);
+        // The transaction ends here: its decision line says why nothing was sent.
+        decision({
+          uuid: tx.uuid,
+          direction: (connection.notes.cstp_direction as Direction | undefined) ?? 'inbound',
+          client: clientFacts(connection),
+          destination: { ...destination, tls: tlsFacts(upstream.tls) },
+          sender: addressOf(params[0]),
+          recipients: [],
+          deliveries: [{ recipients: [], action: 'not-sent', reply: { code: reply.code, text: reply.lines.join(' ') }, durationMs: 0 }],
+        });
       }
       next(verdictOf(reply), dsnOf(reply) as unknown as string);
     },

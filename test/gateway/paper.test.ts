@@ -190,5 +190,25 @@ describe("the paper's example on loopback", () => {
     const r = await swaks(amdReject!.port, ['--from', 'juro@amd', '--to', 'juro@intel']);
     assert.match(r.output, / -> MAIL FROM:<juro@amd>\n<\*\* 4\d\d /);
     assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`);
+    const lines = amdReject!.gw.stdout().split('\n').filter((l) => l.includes('"event":"decision"')).map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => l.deliveries[0].action), ['not-sent']);
+    assert.equal(lines[0].deliveries[0].reply.code, 421);
+  });
+
+  it('one decision line per delivered transaction, with action, algorithm and certificates and no message content', () => {
+    const lines = amdWire!.gw.stdout().split('\n').filter((l) => l.includes('"event":"decision"'));
+    assert.equal(lines.length, 2, lines.join('\n')); // example 1 and the deferred one
+    const first = JSON.parse(lines[0]);
+    assert.equal(first.direction, 'outbound');
+    assert.deepEqual(first.recipients, ['juro@intel', 'julia@intel', 'fedor@mulholland']);
+    const [secured, plain] = first.deliveries;
+    assert.equal(secured.action, 'sign+encrypt');
+    assert.equal(secured.algorithm, 'aes-256-cbc/rsa-pkcs1');
+    assert.ok(secured.certificates.includes(paperCert('gw-intel').fingerprint));
+    assert.equal(secured.reply.code, 250);
+    assert.equal(plain.action, 'unaltered');
+    assert.equal(plain.route, 'second-connection');
+    assert.doesNotMatch(amdWire!.gw.stdout(), /Secret plans/);
+    assert.equal(JSON.parse(lines[1]).deliveries[0].action, 'deferred');
   });
 });
