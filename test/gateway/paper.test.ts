@@ -11,7 +11,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { toPem } from '../../src/pki/issue';
@@ -44,12 +44,13 @@ describe("the paper's example on loopback", () => {
   let intelSink: Sink, wireSink: Sink, amdSink: Sink, rejectSink: Sink, dataSink: Sink;
   let rejectSinkStopped = false;
   let intel: Running | undefined, amdWire: Running | undefined, amdChain: Running | undefined, amdReject: Running | undefined;
-  let amdData: Running | undefined;
+  let amdData: Running | undefined, amdSoftRcpt: Running | undefined, amdHardData: Running | undefined;
+  let softRcptSink: Sink, hardDataSink: Sink;
 
   before(async () => {
     [intelSink, wireSink, amdSink, rejectSink] = await Promise.all([startSink(), startSink(), startSink(), startSink(['-f', 'RCPT'])]);
-    dataSink = await startSink(['-r', '.']);
-    [intel, amdWire, amdReject, amdData] = await Promise.all([
+    [dataSink, softRcptSink, hardDataSink] = await Promise.all([startSink(['-r', '.']), startSink(['-r', 'RCPT']), startSink(['-f', '.'])]);
+    [intel, amdWire, amdReject, amdData, amdSoftRcpt, amdHardData] = await Promise.all([
       // Loopback clients are not intel's mail servers here: everything reaching intel's gateway is inbound.
       startGateway(`[policy]\nlocal_networks = 10.99.0.0/16\nlocal_domains = intel\n[delivery]\nnext_hop = 127.0.0.1:${intelSink.port}\n`, (s) => {
         s.putGatewayIdentity('intel', creds('gw-intel'));
@@ -62,6 +63,8 @@ describe("the paper's example on loopback", () => {
       ),
       startGateway(`[policy]\nlocal_domains = amd\n[delivery]\nnext_hop = 127.0.0.1:${rejectSink.port}\nconnect_timeout = 3\n`, amdStore),
       startGateway(`[policy]\nlocal_domains = amd\n[delivery]\nnext_hop = 127.0.0.1:${dataSink.port}\n`, amdStore),
+      startGateway(`[policy]\nlocal_domains = amd\n[delivery]\nnext_hop = 127.0.0.1:${softRcptSink.port}\n`, amdStore),
+      startGateway(`[policy]\nlocal_domains = amd\n[delivery]\nnext_hop = 127.0.0.1:${hardDataSink.port}\n`, amdStore),
     ]);
     // Restrictive (the default); DSNs go back to the client's address on destination_port: amd's sink.
     amdChain = await startGateway(
@@ -71,8 +74,8 @@ describe("the paper's example on loopback", () => {
   });
 
   after(async () => {
-    await Promise.all([stop(intel), stop(amdWire), stop(amdChain), stop(amdReject), stop(amdData)]);
-    await Promise.all([intelSink, wireSink, amdSink, dataSink, rejectSinkStopped ? undefined : rejectSink].map((s) => s?.stop()));
+    await Promise.all([stop(intel), stop(amdWire), stop(amdChain), stop(amdReject), stop(amdData), stop(amdSoftRcpt), stop(amdHardData)]);
+    await Promise.all([intelSink, wireSink, amdSink, dataSink, softRcptSink, hardDataSink, rejectSinkStopped ? undefined : rejectSink].map((s) => s?.stop()));
     rmSync(files, { recursive: true, force: true });
   });
 
@@ -181,6 +184,19 @@ describe("the paper's example on loopback", () => {
     const r = await swaks(amdData!.port, ['--from', 'juro@amd', '--to', 'juro@intel']);
     assert.notEqual(r.code, 0);
     assert.match(r.output, / -> \.\n<\*\* 4\d\d /);
+  });
+
+  it("a 4xx at RCPT is the destination's, passed through", async () => {
+    const r = await swaks(amdSoftRcpt!.port, ['--from', 'juro@amd', '--to', 'juro@intel']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.output, / -> RCPT TO:<juro@intel>\n<\*\* 4\d\d /);
+  });
+
+  it("a 5xx after the end of data is the destination's, passed through, and nothing is queued", async () => {
+    const r = await swaks(amdHardData!.port, ['--from', 'juro@amd', '--to', 'juro@intel']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.output, / -> \.\n<\*\* 5\d\d /);
+    assert.deepEqual(readdirSync(join(amdHardData!.dir, 'var', 'queue')).filter((f) => f.endsWith('.json')), []);
   });
 
   it('destination down: a 4xx at MAIL at once', async () => {
