@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { messageFacts, secureMessage, stripStatusHeaders } from '../../src/gateway/securing';
 import { resolvePolicyConfig } from '../../src/policy/config';
-import { unwrapMessage } from '../../src/smime/message';
+import { unwrapMessage, verifyMessage } from '../../src/smime/message';
 import { KeyStore } from '../../src/store/key-store';
 import { paperCert, paperKey } from '../policy/paper-pki';
 
@@ -53,5 +53,38 @@ test('amd outbound then intel inbound through real stores: encrypted, signed, de
   } finally {
     await amd.close();
     await intel.close();
+  }
+});
+
+test('liberal with detached signatures: encrypted copy for intel, a multipart/signed original for the others', async () => {
+  const amd = KeyStore.open({ path: join(dir, 'amd-detached'), passphrase: 'p' });
+  try {
+    amd.putGatewayIdentity('amd', { key: paperKey('gw-amd'), cert: paperCert('gw-amd'), chain: [] });
+    amd.addCertificate(paperCert('gw-intel'), 'gateway', ['intel']);
+    const config = resolvePolicyConfig({ localDomains: ['amd'], mixedRecipients: 'liberal', withoutCertificate: 'detached-signature' });
+    const out = secureMessage({ clientIp: '127.0.0.1', sender: 'juro@amd', recipients: ['juro@intel', 'fedor@mulholland'], message: MESSAGE }, config, amd);
+    assert.deepEqual(out.deliveries.map((d) => [d.action, d.plan.recipients]), [
+      ['sign+encrypt', ['juro@intel']],
+      ['detached-signature', ['fedor@mulholland']],
+    ]);
+    const signed = out.deliveries[1].message;
+    assert.deepEqual(messageFacts(signed), { encrypted: false, signed: true });
+    const verified = verifyMessage(signed, { anchors: [paperCert('gw-amd')], isDomainSigner: () => true });
+    assert.equal(verified.verdict, 'good-trusted');
+    assert.ok(verified.message.includes('Hello.'));
+  } finally {
+    await amd.close();
+  }
+});
+
+test('requireEncryption without a certificate: a temporary failure and no delivery made', async () => {
+  const amd = KeyStore.open({ path: join(dir, 'amd-required'), passphrase: 'p' });
+  try {
+    const config = resolvePolicyConfig({ localDomains: ['amd'], requireEncryption: ['mulholland'] });
+    const out = secureMessage({ clientIp: '127.0.0.1', sender: 'juro@amd', recipients: ['fedor@mulholland'], message: MESSAGE }, config, amd);
+    assert.equal(out.plan.temporaryFailure?.reply.code, 451);
+    assert.deepEqual(out.deliveries, []);
+  } finally {
+    await amd.close();
   }
 });
