@@ -133,8 +133,15 @@ describe("the paper's example on loopback", () => {
   });
 
   it("example 2: julia's key is not on intel's gateway, she receives the S/MIME message and her key opens it", async () => {
-    const r = await swaks(amdChain!.port, ['--from', 'juro@amd', '--to', 'julia@intel', '--body', 'For Julia only.']);
+    const r = await swaks(amdChain!.port, ['--tls', '--from', 'juro@amd', '--to', 'julia@intel', '--body', 'For Julia only.']);
     assert.equal(r.code, 0, r.output);
+    // TLS is never downgraded: the client leg used STARTTLS, and so did amd's gateway toward intel's (which offers it).
+    const lines = amdChain!.gw.stdout().split('\n').filter((l) => l.includes('"event":"decision"')).map((l) => JSON.parse(l));
+    const last = lines[lines.length - 1];
+    assert.deepEqual(last.recipients, ['julia@intel']);
+    assert.match(String(last.client.tls?.protocol), /^TLSv1\.[23]$/);
+    assert.match(String(last.destination.tls?.protocol), /^TLSv1\.[23]$/);
+    assert.match(String(last.deliveries[0].tls?.protocol), /^TLSv1\.[23]$/);
     const [delivered] = await intelSink.next(1);
     assert.ok(delivered, 'intel sink got nothing');
     assert.match(delivered, /application\/pkcs7-mime/);
