@@ -27,9 +27,14 @@ export function messageFacts(message: Buffer): MessageFacts {
     const p7m = ct.mimeType === 'application/pkcs7-mime' || ct.mimeType === 'application/x-pkcs7-mime' ||
       (ct.mimeType === 'application/octet-stream' && /\.p7m$/i.test(ct.params.name ?? ''));
     if (!p7m) return { encrypted: false, signed: false };
-    const der = decodeTransferEncoding(entity.body, headerValue(entity.headers, 'content-transfer-encoding'));
-    const type = parseContentInfo(der).contentType;
-    return { encrypted: type === OID.envelopedData || type === OID.authEnvelopedData, signed: type === OID.signedData };
+    try {
+      const der = decodeTransferEncoding(entity.body, headerValue(entity.headers, 'content-transfer-encoding'));
+      const type = parseContentInfo(der).contentType;
+      return { encrypted: type === OID.envelopedData || type === OID.authEnvelopedData, signed: type === OID.signedData };
+    } catch {
+      // Claims to be S/MIME but is not readable: unwrapping reports it (inbound) instead of passing it as plain.
+      return { encrypted: false, signed: true };
+    }
   } catch {
     // Not parseable as S/MIME: the engine treats it as plain too.
     return { encrypted: false, signed: false };
@@ -142,14 +147,23 @@ function unwrap(d: Delivery, certs: Certificate[], input: SecureInput, store: Ke
   const wanted = new Set(certs.map((c) => c.fingerprint));
   const keys = store.decryptionKeys().filter((k) => wanted.has(k.cert.fingerprint));
   const lookups = storeLookups(store);
-  const result = unwrapMessage(input.message, {
-    keys,
-    trust: {
-      anchors: trustedCertificates(store),
-      at: now,
-      isDomainSigner: (signer, senders) => senders.some((s) => isDomainSigner(signer, s, lookups)),
-    },
-  });
+  let result: ReturnType<typeof unwrapMessage>;
+  try {
+    result = unwrapMessage(input.message, {
+      keys,
+      trust: {
+        anchors: trustedCertificates(store),
+        at: now,
+        isDomainSigner: (signer, senders) => senders.some((s) => isDomainSigner(signer, s, lookups)),
+      },
+    });
+  } catch (err) {
+    // Malformed or unsupported S/MIME (the sender's problem, not a temporary one): the recipient gets it as it
+    // came, with incoming status headers removed and cstp's own saying that nothing was verified.
+    const reason = (err as Error).message.replace(/[\r\n"\\]+/g, ' ').slice(0, 200);
+    const status = Buffer.from(`${STATUS_HEADER}: layer=1; type=smime; status=failed; reason="${reason}"\r\n`);
+    return { plan: d, message: Buffer.concat([status, stripStatusHeaders(input.message)]), action: 'unwrap-failed', certificates: [] };
+  }
   learn(result.layers, input, store, now);
   const decrypted = result.layers.find((l) => l.type === 'encrypted' && l.status === 'decrypted');
   const algorithm = decrypted && decrypted.type === 'encrypted' && decrypted.status === 'decrypted'

@@ -88,3 +88,21 @@ test('requireEncryption without a certificate: a temporary failure and no delive
     await amd.close();
   }
 });
+
+test('inbound malformed S/MIME: delivered as it came, with one status header saying it failed', async () => {
+  const intel = KeyStore.open({ path: join(dir, 'intel-malformed'), passphrase: 'p' });
+  try {
+    const broken = Buffer.from(
+      'From: x@remote\r\nTo: juro@intel\r\nX-Cstp-Security: forged\r\nMIME-Version: 1.0\r\n' +
+        'Content-Type: application/pkcs7-mime; smime-type=signed-data\r\nContent-Transfer-Encoding: base64\r\n\r\nMIIB\r\n',
+    );
+    const config = resolvePolicyConfig({ localDomains: ['intel'], localNetworks: ['10.0.0.0/8'] });
+    const out = secureMessage({ clientIp: '192.0.2.1', sender: 'x@remote', recipients: ['juro@intel'], message: broken }, config, intel);
+    const text = out.deliveries[0].message.toString();
+    assert.equal(text.match(/X-Cstp-Security/g)?.length, 1);
+    assert.match(text, /^X-Cstp-Security: layer=1; type=smime; status=failed; reason="/);
+    assert.ok(text.endsWith('MIIB\r\n'));
+  } finally {
+    await intel.close();
+  }
+});
