@@ -4,60 +4,25 @@
  * src/delivery. Inbound, every signature layer feeds the store: good signatures without a trusted chain are
  * harvested into the untrusted store, the capabilities of verified ones are remembered.
  */
-import { OID } from '../asn1/oids';
 import type { Certificate } from '../pki/certificate';
 import type { Credentials } from '../pki/keys';
 import { isDomainSigner } from '../policy/domain-signing';
-import { planMessage, type Delivery, type MessageFacts, type Plan, type PolicyInput, type Transformation } from '../policy/plan';
+import {
+  planMessage, type Delivery, type HeldKey, type MessageFacts, type Plan, type PolicyInput, type Transformation,
+} from '../policy/plan';
 import type { PolicyConfig } from '../policy/config';
 import { heldKeys, storeLookups } from '../policy/store-lookups';
-import { parseContentInfo } from '../smime/cms/content-info';
-import { signAndEncryptMessage, signMessage, encryptMessage, unwrapMessage, STATUS_HEADER, type LayerResult } from '../smime/message';
-import { decodeTransferEncoding, headerValue, parseContentType, parseEntity } from '../smime/mime';
+import {
+  addressedTo, encryptMessage, signAndEncryptMessage, signMessage, STATUS_HEADER, stripStatusHeaders, topLevel, unwrapMessage,
+  type LayerResult,
+} from '../smime/message';
 import type { KeyStore } from '../store/key-store';
 
 /** What the top level of the message is (only a whole-body S/MIME object counts, as in the engine). */
 export function messageFacts(message: Buffer): MessageFacts {
-  try {
-    const entity = parseEntity(message);
-    const ct = parseContentType(headerValue(entity.headers, 'content-type'));
-    if (ct.mimeType === 'multipart/signed') {
-      return { encrypted: false, signed: /pkcs7-signature$/i.test(ct.params.protocol ?? '') };
-    }
-    const p7m = ct.mimeType === 'application/pkcs7-mime' || ct.mimeType === 'application/x-pkcs7-mime' ||
-      (ct.mimeType === 'application/octet-stream' && /\.p7m$/i.test(ct.params.name ?? ''));
-    if (!p7m) return { encrypted: false, signed: false };
-    try {
-      const der = decodeTransferEncoding(entity.body, headerValue(entity.headers, 'content-transfer-encoding'));
-      const type = parseContentInfo(der).contentType;
-      return { encrypted: type === OID.envelopedData || type === OID.authEnvelopedData, signed: type === OID.signedData };
-    } catch {
-      // Claims to be S/MIME but is not readable: unwrapping reports it (inbound) instead of passing it as plain.
-      return { encrypted: false, signed: true };
-    }
-  } catch {
-    // Not parseable as S/MIME: the engine treats it as plain too.
-    return { encrypted: false, signed: false };
-  }
-}
-
-/** Removes every incoming status header field (and its continuation lines) from the header section. */
-export function stripStatusHeaders(message: Buffer): Buffer {
-  const end = message.indexOf('\r\n\r\n');
-  const headerEnd = end < 0 ? message.length : end + 2;
-  const head = message.subarray(0, headerEnd).toString('latin1');
-  const name = STATUS_HEADER.toLowerCase();
-  const kept: string[] = [];
-  let dropping = false;
-  for (const line of head.split(/(?<=\r\n)/)) {
-    if (/^[ \t]/.test(line)) {
-      if (!dropping) kept.push(line);
-      continue;
-    }
-    dropping = line.slice(0, line.indexOf(':')).trim().toLowerCase() === name;
-    if (!dropping) kept.push(line);
-  }
-  return Buffer.concat([Buffer.from(kept.join(''), 'latin1'), message.subarray(headerEnd)]);
+  const kind = topLevel(message);
+  // Claims to be S/MIME but is not readable: unwrapping reports it (inbound) instead of passing it as plain.
+  return { encrypted: kind === 'encrypted', signed: kind === 'signed' || kind === 'unreadable' };
 }
 
 export interface SecuredDelivery {
@@ -97,11 +62,17 @@ export function secureMessage(input: SecureInput, config: PolicyConfig, store: K
     sender: input.sender,
     recipients: input.recipients,
     message: facts,
-    decryptionKeys: facts.encrypted ? heldKeys(store, input.recipients) : [],
+    decryptionKeys: facts.encrypted ? keysAddressed(input.message, heldKeys(store, input.recipients)) : [],
     now,
   }, config, lookups);
   const deliveries = plan.deliveries.map((d) => transform(d, input, store, now));
   return { plan, deliveries };
+}
+
+/** Only keys the envelope names: a message for Julia's own key passes intel's gateway untouched. */
+function keysAddressed(message: Buffer, held: HeldKey[]): HeldKey[] {
+  const named = new Set(addressedTo(message, held.map((k) => k.cert)).map((c) => c.fingerprint));
+  return held.filter((k) => named.has(k.cert.fingerprint));
 }
 
 function credentials(store: KeyStore, signer: { kind: 'user' | 'gateway'; owner: string }): Credentials {

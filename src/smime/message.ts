@@ -14,7 +14,7 @@ import { parseAddressList } from './address';
 import { CmsError, parseContentInfo } from './cms/content-info';
 import { micalg } from './cms/digest';
 import {
-  envelope, openEnvelope, type DecryptionKey, type EnvelopeOptions, type OpenedEnvelope,
+  envelope, envelopeRecipients, openEnvelope, type DecryptionKey, type EnvelopeOptions, type OpenedEnvelope,
 } from './cms/enveloped-data';
 import {
   signDetached, signEncapsulated, signingDigest, verifySignedData, type SignerCredentials, type SignerResult,
@@ -101,6 +101,14 @@ function requireUsable(cert: Certificate, purpose: Purpose): void {
 
 function withoutStatusHeaders(headers: HeaderField[]): HeaderField[] {
   return headers.filter((h) => h.name.toLowerCase() !== STATUS_HEADER.toLowerCase());
+}
+
+/** The message without any status header field claiming a cstp result (forged or stale). */
+export function stripStatusHeaders(message: Buffer): Buffer {
+  const entity = parseEntity(canonicalize(message));
+  const kept = withoutStatusHeaders(entity.headers);
+  if (kept.length === entity.headers.length) return message;
+  return Buffer.concat([...kept.map((h) => h.raw), CRLF, entity.body]);
 }
 
 // ---------------------------------------------------------------------------
@@ -256,6 +264,35 @@ function classify(entity: Entity): Layer {
   if (!isP7m) return { kind: 'plain' };
   const der = decodeTransferEncoding(entity.body, headerValue(entity.headers, 'content-transfer-encoding'));
   return { kind: 'cms', der, contentType: parseContentInfo(der).contentType };
+}
+
+export type TopLevel = 'plain' | 'signed' | 'encrypted' | 'unreadable';
+
+/** What the whole body of a message is, as unwrapping will see it. */
+export function topLevel(message: Buffer): TopLevel {
+  let layer: Layer;
+  try {
+    layer = classify(parseEntity(canonicalize(message)));
+  } catch {
+    return 'unreadable';
+  }
+  if (layer.kind === 'plain') return 'plain';
+  if (layer.kind === 'multipart-signed' || layer.contentType === OID.signedData) return 'signed';
+  return layer.contentType === OID.envelopedData || layer.contentType === OID.authEnvelopedData ? 'encrypted' : 'unreadable';
+}
+
+/**
+ * For a message whose whole body is encrypted: those of `certs` its RecipientInfos name, so
+ * that only keys it is addressed to are tried. Any other message: all of `certs`.
+ */
+export function addressedTo(message: Buffer, certs: Certificate[]): Certificate[] {
+  try {
+    const layer = classify(parseEntity(canonicalize(message)));
+    if (layer.kind !== 'cms' || (layer.contentType !== OID.envelopedData && layer.contentType !== OID.authEnvelopedData)) return certs;
+    return envelopeRecipients(layer.der, certs);
+  } catch {
+    return certs; // unreadable: unwrapping reports it
+  }
 }
 
 // ---------------------------------------------------------------------------

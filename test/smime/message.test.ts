@@ -4,7 +4,7 @@ import { createPrivateKey } from 'node:crypto';
 import { test } from 'node:test';
 import { Certificate } from '../../src/pki/certificate';
 import {
-  decryptMessage, encryptMessage, signAndEncryptMessage, signMessage, SmimeError, STATUS_HEADER, unwrapMessage, verifyMessage,
+  addressedTo, decryptMessage, encryptMessage, signAndEncryptMessage, signMessage, SmimeError, stripStatusHeaders, topLevel, STATUS_HEADER, unwrapMessage, verifyMessage,
 } from '../../src/smime/message';
 import { generateKeyPair, selfSignedCertificate, smimeKeyUsage } from '../../src/pki/issue';
 import { pkiPath, pkiRead } from '../helpers/pki';
@@ -198,4 +198,22 @@ test('RFC 3183 domain signatures: accepted for the domain the certificate names,
   assert.equal(verifyMessage(signed, { anchors: [paper.cert] }).verdict, 'cert-unusable', 'a plain reader sees the address mismatch');
   const vouched = verifyMessage(signed, { anchors: [paper.cert], isDomainSigner: (s, from) => s.fingerprint === paper.cert.fingerprint && from.includes('user@a.example') });
   assert.equal(vouched.verdict, 'good-trusted', vouched.reason);
+});
+
+test('stripStatusHeaders removes the field with its continuation lines and nothing else', () => {
+  const forged = Buffer.from('From: juro@amd\r\nTo: juro@intel\r\nX-Cstp-Security: forged;\r\n  continued\r\nSubject: hi\r\n\r\nHello.\r\n');
+  assert.equal(stripStatusHeaders(forged).toString(), 'From: juro@amd\r\nTo: juro@intel\r\nSubject: hi\r\n\r\nHello.\r\n');
+  const inBody = Buffer.from('a: b\r\n\r\nX-Cstp-Security: body\r\n');
+  assert.equal(stripStatusHeaders(inBody), inBody, 'the body is not headers');
+});
+
+test('topLevel and addressedTo tell what a message is and which of our certificates it is encrypted for', () => {
+  const enc = join(encryptMessage(MESSAGE, [cert('gw-b-rsa'), cert('user-a-ec')]));
+  assert.equal(topLevel(enc), 'encrypted');
+  assert.equal(topLevel(join(signMessage(MESSAGE, creds('user-a-rsa')))), 'signed');
+  assert.equal(topLevel(MESSAGE), 'plain');
+  assert.equal(topLevel(Buffer.from('Content-Type: application/pkcs7-mime\r\n\r\nnot base64 DER\r\n')), 'unreadable');
+  const ours = [cert('gw-b-rsa'), cert('user-a-rsa'), cert('user-a-ec')];
+  assert.deepEqual(addressedTo(enc, ours).map((c) => c.fingerprint), [cert('gw-b-rsa').fingerprint, cert('user-a-ec').fingerprint]);
+  assert.equal(addressedTo(MESSAGE, ours).length, 3, 'not encrypted: every key stays a candidate');
 });

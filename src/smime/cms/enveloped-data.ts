@@ -250,6 +250,17 @@ function candidates(entries: RecipientEntry[], keys: DecryptionKey[]): Candidate
   return entries.flatMap((entry) => keys.filter((key) => ridMatches(entry.rid, key.cert)).map((key) => ({ entry, key })));
 }
 
+/** Which of `certs` the envelope names among its RecipientInfos; nothing is decrypted. */
+export function envelopeRecipients(der: Buffer, certs: Certificate[]): Certificate[] {
+  try {
+    const entries = parseRecipientInfos(parseEnvelope(der).recipientInfos);
+    return certs.filter((cert) => entries.some((e) => ridMatches(e.rid, cert)));
+  } catch (e) {
+    if (e instanceof Asn1Error) throw new CmsError(`malformed CMS: ${e.message}`);
+    throw e;
+  }
+}
+
 /**
  * Opens an EnvelopedData or AuthEnvelopedData ContentInfo with whichever of `keys` it is
  * addressed to. Throws NoMatchingRecipientError when none is, DecryptionError when it does not
