@@ -18,6 +18,7 @@ import {
   isPositive, localReply, makeDsn, RetryQueue, routeMemoryOf, smtpSender, UpstreamTransaction,
   type Endpoint, type MailParams, type QueueItem, type RcptParams, type SmtpReply, type TlsState,
 } from '../../src/delivery';
+import { ensureGatewayIdentities } from '../../src/gateway/identities';
 import { secureMessage, type Secured } from '../../src/gateway/securing';
 import { decision, type DeliveryFacts, type TlsFacts } from '../../src/log';
 import { resolvePolicyConfig, type PolicyConfig } from '../../src/policy/config';
@@ -92,6 +93,9 @@ export function register(this: Plugin): void {
   delivery = deliverySettings(config, dir);
   try {
     store = KeyStore.open({ path: instancePath(dir, config.store.path), passphrase: storePassphrase(dir) });
+    for (const domain of ensureGatewayIdentities(store, policy.localDomains)) {
+      this.loginfo(`generated a gateway identity for ${domain}: ${store.gatewayIdentity(domain)?.cert.fingerprint}`);
+    }
   } catch (err) {
     process.stderr.write(`cstp: cannot open the key store: ${(err as Error).message}\n`);
     process.exit(78);

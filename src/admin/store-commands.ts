@@ -5,7 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { OID } from '../asn1/oids';
 import { Certificate } from '../pki/certificate';
-import { certificationRequest, generateKeyPair, selfSignedCertificate, smimeKeyUsage, type KeyAlgorithm } from '../pki/issue';
+import { certificationRequest, gatewayIdentity, rfc3183Addresses, type KeyAlgorithm } from '../pki/issue';
 import { checkEndEntity } from '../pki/path';
 import { KeyStore, normaliseDomain, ROLES, type CertificateRole, type StoredCertificate } from '../store/key-store';
 import {
@@ -15,11 +15,6 @@ import { STORE_HELP, STORE_OPTIONS, withStore } from './store-options';
 
 /** Shortest fingerprint prefix accepted on the command line: 32 bits leave no realistic collision in one store. */
 const MIN_PREFIX = 8;
-
-/** RFC 3183 section 4: the addresses a domain's signing and decrypting agent is known by. */
-export function rfc3183Addresses(domain: string): string[] {
-  return [`domain-signing-authority@${domain}`, `domain-confidentiality-authority@${domain}`];
-}
 
 const USAGE = {
   init: `cstp init --domain D [--rsa-3072|--ec] [--email ADDR ...] [--days 730] [--csr FILE] [--out FILE] [--force]
@@ -121,14 +116,9 @@ async function init(args: string[]): Promise<number> {
   const domain = domainArg(v.domain);
   const algorithm = keyAlgorithm(v);
   const days = validityDays(v);
-  const emails = (v.email as string[] | undefined) ?? rfc3183Addresses(domain);
   return withStore(v, 'init', async (store) => {
     if (store.gatewayIdentity(domain) && !v.force) throw new Error(`a gateway identity for ${domain} exists already (--force replaces it)`);
-    const { privateKey } = generateKeyPair(algorithm);
-    const subject = { commonName: `cstp gateway ${domain}`, organization: domain, email: emails[0] };
-    const cert = selfSignedCertificate({
-      key: privateKey, subject, emails, days, keyUsage: smimeKeyUsage(privateKey), extKeyUsage: [OID.emailProtection],
-    });
+    const { key: privateKey, cert, subject, emails } = gatewayIdentity(domain, { algorithm, days, emails: v.email as string[] | undefined });
     if (typeof v.csr === 'string') await writeOutput(v.csr, [Buffer.from(certificationRequest({ key: privateKey, subject, emails }))]);
     store.putGatewayIdentity(domain, { key: privateKey, cert, chain: [] });
     if (typeof v.out === 'string') await writeOutput(v.out, [Buffer.from(cert.toPem())]);

@@ -189,3 +189,26 @@ function keyUsageBits(names: KeyUsageName[]): Buffer {
   const unused = 7 - (highest & 7);
   return tlv(0x03, Buffer.from([unused]), bytes);
 }
+
+/** RFC 3183 section 4: the addresses a domain's signing and decrypting agent is known by. */
+export function rfc3183Addresses(domain: string): string[] {
+  return [`domain-signing-authority@${domain}`, `domain-confidentiality-authority@${domain}`];
+}
+
+export interface GatewayIdentityOptions {
+  algorithm?: KeyAlgorithm;
+  /** Default: the RFC 3183 domain addresses. */
+  emails?: string[];
+  days?: number;
+}
+
+/** A gateway's key and self-signed domain certificate (emailProtection; signing and key encipherment/agreement). */
+export function gatewayIdentity(domain: string, opts: GatewayIdentityOptions = {}): { key: KeyObject; cert: Certificate; subject: SubjectName; emails: string[] } {
+  const emails = opts.emails ?? rfc3183Addresses(domain);
+  const { privateKey } = generateKeyPair(opts.algorithm ?? 'rsa-2048');
+  const subject = { commonName: `cstp gateway ${domain}`, organization: domain, email: emails[0] };
+  const cert = selfSignedCertificate({
+    key: privateKey, subject, emails, days: opts.days ?? 730, keyUsage: smimeKeyUsage(privateKey), extKeyUsage: [OID.emailProtection],
+  });
+  return { key: privateKey, cert, subject, emails };
+}
