@@ -485,7 +485,23 @@ const certKey = (fingerprint: string, role: CertificateRole): string => `${finge
 const indexKind = (role: CertificateRole): string => (role === 'gateway' ? 'domain' : 'addr');
 const indexKey = (role: CertificateRole, name: string, fingerprint: string): string =>
   `${indexKind(role)}${SEP}${name}${SEP}${fingerprint}${SEP}${role}`;
-const fromBase64 = (b64: string): Certificate => Certificate.fromDer(Buffer.from(b64, 'base64'));
+/**
+ * Parsed certificates by their stored encoding: lookups run for every message, and parsing a
+ * certificate costs far more than reading it. Keyed by the exact DER, so a cached object can
+ * never stand for other bytes; bounded, and simply emptied when full.
+ */
+const parsed = new Map<string, Certificate>();
+const PARSED_MAX = 4096;
+
+function fromBase64(b64: string): Certificate {
+  let cert = parsed.get(b64);
+  if (!cert) {
+    cert = Certificate.fromDer(Buffer.from(b64, 'base64'));
+    if (parsed.size >= PARSED_MAX) parsed.clear();
+    parsed.set(b64, cert);
+  }
+  return cert;
+}
 const unique = (xs: string[]): string[] => [...new Set(xs)];
 
 function storedCertificate(key: string, value: CertRecord): StoredCertificate {
