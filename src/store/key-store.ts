@@ -112,6 +112,8 @@ export class KeyStore {
   private readonly root: RootDatabase;
   private readonly db: Databases;
   private readonly kek: KeyObject;
+  /** Keys already unsealed in this process (see readKey). */
+  private readonly unsealed = new Map<string, Credentials>();
 
   private constructor(path: string, readOnly: boolean, root: RootDatabase, db: Databases, kek: KeyObject) {
     this.path = path;
@@ -384,6 +386,18 @@ export class KeyStore {
     this.fresh();
     const record = db.get(name);
     if (!record) return undefined;
+    // Unsealing and parsing a key costs about half an RSA signature; the gateway reads one per message.
+    // Keyed by the seal's random IV and its tag (new on every write), so a replaced key is never served stale.
+    const cacheKey = `${recordId}\0${record.key.iv}\0${record.key.tag}`;
+    const cached = this.unsealed.get(cacheKey);
+    if (cached) return cached;
+    const creds = this.unsealRecord(recordId, name, record);
+    if (this.unsealed.size >= UNSEALED_MAX) this.unsealed.clear();
+    this.unsealed.set(cacheKey, creds);
+    return creds;
+  }
+
+  private unsealRecord(recordId: string, name: string, record: KeyRecord): Credentials {
     const pkcs8 = unseal(this.kek, recordId, record.key);
     if (!pkcs8) throw new StoreError(`the key for ${name} in ${this.path} does not decrypt (altered or moved record)`);
     try {
@@ -492,6 +506,7 @@ const indexKey = (role: CertificateRole, name: string, fingerprint: string): str
  */
 const parsed = new Map<string, Certificate>();
 const PARSED_MAX = 4096;
+const UNSEALED_MAX = 256;
 
 function fromBase64(b64: string): Certificate {
   let cert = parsed.get(b64);

@@ -8,7 +8,7 @@ import { after, test } from 'node:test';
 import { OID } from '../../src/asn1/oids';
 import { Certificate } from '../../src/pki/certificate';
 import { generateKeyPair, selfSignedCertificate, smimeKeyUsage } from '../../src/pki/issue';
-import { loadPkcs12 } from '../../src/pki/keys';
+import { loadCredentials, loadPkcs12 } from '../../src/pki/keys';
 import { deriveKek, newKdfParams, seal, unseal } from '../../src/store/seal';
 import { KeyStore, StoreError } from '../../src/store/key-store';
 import { P12_PASS, pkiRead } from '../helpers/pki';
@@ -299,4 +299,19 @@ test('concurrent writers in several processes: every harvest is counted once', a
   const [entry] = s.untrusted();
   assert.equal(entry.count, 75);
   assert.deepEqual([...entry.seenFrom].sort(), ['writer-1', 'writer-2', 'writer-3']);
+});
+
+test('a replaced key is read back as the new key in the same process (no stale cache)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cstp-rekey-'));
+  const store = KeyStore.open({ path: join(dir, 's'), passphrase: 'p' });
+  try {
+    store.putGatewayIdentity('b.example', loadCredentials(pkiRead('gw-b-rsa.crt'), pkiRead('gw-b-rsa.key')));
+    assert.equal(store.gatewayIdentity('b.example')?.key.asymmetricKeyType, 'rsa');
+    store.putGatewayIdentity('b.example', loadCredentials(pkiRead('gw-b-ec.crt'), pkiRead('gw-b-ec.key')));
+    assert.equal(store.gatewayIdentity('b.example')?.key.asymmetricKeyType, 'ec');
+    assert.match(store.gatewayIdentity('b.example')?.cert.subject ?? '', /P-256/);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
