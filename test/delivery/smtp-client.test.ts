@@ -302,22 +302,23 @@ describe('SmtpClient against scripted socket peers (faults smtp-sink cannot make
     await timesOut(port, (c) => c.open(), /greeting/);
   });
 
+  /** Accepts MAIL and RCPT and starts DATA, then leaves the rest to the test. */
+  const untilData = async (conn: ScriptedConnection): Promise<void> => {
+    await conn.line();
+    conn.send('250 ok\r\n');
+    await conn.line();
+    conn.send('250 ok\r\n');
+    await conn.line();
+    conn.send('354 go\r\n');
+  };
+
   it('times out waiting for a command reply', async () => {
     const port = await serve(esmtp('250 ok\r\n', async (conn) => void (await conn.line())));
     await timesOut(port, async (c) => (await c.open(), c.mail('a@a.example')), /reply to MAIL/);
   });
 
   it('times out waiting for the reply to the final dot', async () => {
-    const port = await serve(
-      esmtp('250 ok\r\n', async (conn) => {
-        await conn.line();
-        conn.send('250 ok\r\n');
-        await conn.line();
-        conn.send('250 ok\r\n');
-        await conn.line();
-        conn.send('354 go\r\n');
-      }),
-    );
+    const port = await serve(esmtp('250 ok\r\n', untilData));
     await timesOut(
       port,
       async (c) => (await c.open(), await c.mail('a@a.example'), await c.rcpt('b@b.example'), c.data([Buffer.from('x\r\n')])),
@@ -328,12 +329,7 @@ describe('SmtpClient against scripted socket peers (faults smtp-sink cannot make
   it('times out on a peer that stops reading message data', async () => {
     const port = await serve(
       esmtp('250 ok\r\n', async (conn) => {
-        await conn.line();
-        conn.send('250 ok\r\n');
-        await conn.line();
-        conn.send('250 ok\r\n');
-        await conn.line();
-        conn.send('354 go\r\n');
+        await untilData(conn);
         conn.socket.pause(); // slow reader: socket buffers fill up
       }),
     );
