@@ -47,6 +47,8 @@ export interface Connection extends LogMethods {
   notes: Record<string, unknown>;
   results: { add(plugin: Plugin, result: Record<string, unknown>): void };
   transaction: Transaction | null;
+  /** The listening server that accepted the connection. */
+  server?: object;
 }
 
 /** The client leg of the decision line: who connected and how its TLS stands. */

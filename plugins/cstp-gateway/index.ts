@@ -24,6 +24,7 @@ import { decision, type DeliveryFacts, type TlsFacts } from '../../src/log';
 import { resolvePolicyConfig, type PolicyConfig } from '../../src/policy/config';
 import type { Direction } from '../../src/policy/plan';
 import { KeyStore } from '../../src/store/key-store';
+import { isDiverted } from '../../src/transparent/listener';
 import { clientFacts, codes, gatewayConfig, instanceDir, type Connection, type Next, type Plugin, type Transaction } from '../haraka';
 
 /**
@@ -111,7 +112,16 @@ export function register(this: Plugin): void {
   queue.start();
 }
 
+/**
+ * A diverted connection (inline bridge) continues to the address and port the client connected to, from the
+ * client's own address unless [transparent] source_address = gateway; any other goes to next_hop when set, else
+ * to the address it reached us on.
+ */
 function destinationOf(connection: Connection): Endpoint {
+  if (isDiverted(connection.server)) {
+    const source = gatewayConfig().transparent.source_address === 'client' ? connection.remote.ip : undefined;
+    return { host: connection.local.ip, port: connection.local.port, source };
+  }
   return delivery.nextHop ?? { host: connection.local.ip, port: delivery.destinationPort };
 }
 
@@ -150,7 +160,8 @@ export function hook_mail(
   const destination = destinationOf(connection);
   const upstream = new UpstreamTransaction({
     destination,
-    relay: delivery.relay,
+    // The relay too is reached from the client's address: in fully transparent mode this host has none.
+    relay: delivery.relay && { ...delivery.relay, source: destination.source },
     routes: routeMemoryOf(store!),
     heloName: connection.hello.host || heloFallback,
     tls: delivery.tls,
@@ -311,7 +322,12 @@ function bounceRefusals(
   const notify = refused.filter((r) => r.notifySender);
   if (notify.length === 0 || !queue) return;
   // The sender's mail server is the client of an outbound transaction; it takes mail on the destination port.
-  const bounceRoute: Endpoint = { host: connection.remote.ip, port: delivery.destinationPort };
+  // From a diverted connection the DSN comes from the destination's address, as if that server had sent it.
+  const bounceRoute: Endpoint = {
+    host: connection.remote.ip,
+    port: delivery.destinationPort,
+    source: state.destination.source === undefined ? undefined : connection.local.ip,
+  };
   const item: QueueItem = {
     id: `${tx.uuid}-refused`,
     from: sender,

@@ -33,6 +33,10 @@ export interface CstpConfig {
     data_block_timeout: number;
     final_dot_timeout: number;
   };
+  transparent: {
+    listen: string;
+    source_address: 'client' | 'gateway';
+  };
   upstream_tls: {
     policy: UpstreamTlsPolicy;
     verify: boolean;
@@ -78,6 +82,10 @@ export const CSTP_SCHEMA = {
       data_block_timeout: seconds(DEFAULT_TIMEOUTS.dataBlock / 1000),
       final_dot_timeout: seconds(DEFAULT_TIMEOUTS.finalDot / 1000),
     }),
+    transparent: section({
+      listen: { type: 'string', format: 'ip-port', default: '' },
+      source_address: choice(['client', 'gateway'], 'client'),
+    }),
     upstream_tls: section({
       policy: { type: 'string', enum: ['opportunistic', 'required'], default: 'opportunistic' },
       verify: { type: 'boolean', default: false },
@@ -114,6 +122,15 @@ function isHostPort(value: string): boolean {
   return hostOk && portOk;
 }
 
+/** Empty, or an IP literal with a port: the transparent listener binds an address, never a name. */
+function isIpPort(value: string): boolean {
+  if (value === '') return true;
+  const match = HOST_PORT.exec(value);
+  if (!match || match[3] === undefined) return false;
+  const ipOk = match[1] !== undefined ? isIP(match[1]) === 6 : isIP(match[2]) === 4;
+  return ipOk && Number(match[3]) >= 1 && Number(match[3]) <= 65535;
+}
+
 /** The rule of src/policy's requireEncryption: an address, a domain or *.domain (no wildcard in an address). */
 function isEncryptionTarget(value: string): boolean {
   const at = value.lastIndexOf('@');
@@ -128,6 +145,7 @@ export const FORMATS: Record<string, { validate: (value: string) => boolean; exp
   'domain-pattern': { validate: isDomainPattern, expected: 'a domain or *.domain' },
   'domain-pattern-or-address': { validate: isEncryptionTarget, expected: 'an e-mail address, a domain or *.domain' },
   'host-port': { validate: isHostPort, expected: 'empty, host or host:port (an IPv6 address in brackets)' },
+  'ip-port': { validate: isIpPort, expected: 'empty, or IP:port such as 0.0.0.0:10025 or [::]:10025' },
   'env-name': { validate: (v) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), expected: 'an environment variable name' },
 };
 

@@ -10,6 +10,7 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
+import { openConnection } from '../transparent/outbound';
 import { DotStuffer } from './dot-stuff';
 import { localReply, ReplyParser, type SmtpReply } from './reply';
 
@@ -54,6 +55,8 @@ export interface SmtpClientOptions {
   host: string;
   port: number;
   localAddress?: string;
+  /** Keep this foreign source address (the diverted client's), when the host allows it: see src/transparent. */
+  source?: string;
   /** Name used in synthesised replies; defaults to "host:port". */
   label?: string;
   /** Our EHLO/HELO argument. */
@@ -159,6 +162,7 @@ export class SmtpClient {
   /** What we are waiting for, for messages about a lost connection. */
   private phase = 'connect';
   private busy = false;
+  private opened = false;
   private caps: Capabilities = { keywords: new Map() };
   private tlsState?: TlsState;
   /** The server's greeting. */
@@ -191,7 +195,8 @@ export class SmtpClient {
    * (the connection is then closed).
    */
   async open(): Promise<SmtpReply> {
-    if (this.socket) throw new Error('SmtpClient.open() called twice');
+    if (this.opened) throw new Error('SmtpClient.open() called twice');
+    this.opened = true;
     const connected = await this.connect();
     if (connected) return connected;
     const greeting = await this.read('greeting', 'greeting');
@@ -259,23 +264,30 @@ export class SmtpClient {
   /** Resolves to undefined once connected, else to the 421 that says why not. */
   private connect(): Promise<SmtpReply | undefined> {
     return new Promise((resolve) => {
-      const socket = net.connect({ host: this.opts.host, port: this.opts.port, localAddress: this.opts.localAddress });
-      this.socket = socket;
-      socket.setNoDelay(true); // commands are small and each waits for a reply: never let Nagle hold one back
+      const abort = new AbortController();
       const timer = setTimeout(() => {
+        abort.abort();
         resolve(this.fail(localReply(421, '4.4.1', `${this.label} timed out waiting for connection`)));
       }, this.timeouts.connect);
-      const onError = (err: NodeJS.ErrnoException): void => {
-        clearTimeout(timer);
-        resolve(this.fail(localReply(421, '4.4.1', `${this.label} unreachable: ${err.code ?? err.message}`)));
-      };
-      socket.on('error', onError);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.off('error', onError);
-        this.attach(socket);
-        resolve(undefined);
-      });
+      const { host, port, localAddress, source } = this.opts;
+      openConnection({ host, port, localAddress, source, signal: abort.signal }).then(
+        (socket) => {
+          clearTimeout(timer);
+          if (this.fatal) {
+            // Closed by our caller while connecting.
+            socket.destroy();
+            return resolve(this.fatal);
+          }
+          this.socket = socket;
+          socket.setNoDelay(true); // commands are small and each waits for a reply: never let Nagle hold one back
+          this.attach(socket);
+          resolve(undefined);
+        },
+        (err: NodeJS.ErrnoException) => {
+          clearTimeout(timer);
+          if (err.code !== 'ABORT_ERR') resolve(this.fail(localReply(421, '4.4.1', `${this.label} unreachable: ${err.code ?? err.message}`)));
+        },
+      );
     });
   }
 

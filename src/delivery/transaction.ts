@@ -23,6 +23,8 @@ export interface Endpoint {
   host: string;
   port: number;
   localAddress?: string;
+  /** A foreign source address to keep (the diverted client's), see SmtpClientOptions.source. */
+  source?: string;
 }
 
 export interface UpstreamOptions {

@@ -1,0 +1,70 @@
+/**
+ * cstp-transparent: accepts the connections the inline bridge diverts (TPROXY, docs/NETWORK.md). The listening
+ * socket comes from systemd socket activation (cstp.socket, Transparent=yes) when present, else it is made here
+ * from [transparent] listen with the native addon. Connections accepted on it are marked as diverted, so
+ * cstp-gateway continues them to their original destination, from the client's address. Without either, this
+ * plugin does nothing (relay and content-filter use).
+ */
+import type { Server as NetServer } from 'node:net';
+import { HOST_PORT } from '../../src/config/schema';
+import { markDiverted } from '../../src/transparent/listener';
+import { listenTransparent } from '../../src/transparent/native';
+import { onFallback } from '../../src/transparent/outbound';
+import { listenFds } from '../../src/transparent/systemd';
+import { codes, gatewayConfig, type Next, type Plugin } from '../haraka';
+
+interface HarakaServer {
+  cfg: { main: { inactivity_timeout?: number } };
+  get_smtp_server(ep: { port: number }, inactivityTimeout: number): Promise<NetServer>;
+}
+
+export function register(this: Plugin): void {
+  onFallback((reason) => this.logwarn(reason));
+}
+
+/** The descriptors to accept diverted connections on, and where they came from. */
+function listeners(): { fds: number[]; origin: string } {
+  const inherited = listenFds();
+  if (inherited.length > 0) {
+    // Not for our children (sd_listen_fds(3) unset_environment).
+    delete process.env.LISTEN_FDS;
+    delete process.env.LISTEN_PID;
+    delete process.env.LISTEN_FDNAMES;
+    return { fds: inherited, origin: 'systemd socket activation' };
+  }
+  const listen = gatewayConfig().transparent.listen;
+  if (!listen) return { fds: [], origin: '' };
+  const match = HOST_PORT.exec(listen)!; // validated at startup: IP literal and port
+  return { fds: [listenTransparent(match[1] ?? match[2], Number(match[3]))], origin: `[transparent] listen = ${listen}` };
+}
+
+// Runs once Haraka's own listeners are up (nodes=0: the only process).
+export function hook_init_master(this: Plugin, next: Next, server: HarakaServer): void {
+  let found: { fds: number[]; origin: string };
+  try {
+    found = listeners();
+  } catch (err) {
+    return next(codes.deny, `cstp-transparent: cannot accept diverted connections: ${(err as Error).message}`);
+  }
+  if (found.fds.length === 0) return next();
+  const timeoutMs = (server.cfg.main.inactivity_timeout ?? 300) * 1000;
+  Promise.all(
+    found.fds.map(async (fd) => {
+      const smtp = await server.get_smtp_server({ port: 0 }, timeoutMs);
+      markDiverted(smtp);
+      await new Promise<void>((resolve, reject) => {
+        smtp.once('error', reject);
+        smtp.listen({ fd }, () => {
+          smtp.off('error', reject);
+          resolve();
+        });
+      });
+      const addr = smtp.address();
+      const where = addr && typeof addr === 'object' ? `${addr.address}:${addr.port}` : `fd ${fd}`;
+      this.lognotice(`Listening for diverted connections on ${where} (${found.origin})`);
+    }),
+  ).then(
+    () => next(),
+    (err: Error) => next(codes.deny, `cstp-transparent: cannot accept diverted connections: ${err.message}`),
+  );
+}
