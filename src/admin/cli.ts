@@ -4,6 +4,7 @@
  * (see EXIT in cli-support.ts). Failures never leave a partial --out file.
  */
 import { EXIT, UsageError, printUsage, type Command } from './cli-support';
+import { doctorCommands } from './doctor-commands';
 import { policyCommands } from './policy-commands';
 import { smimeCommands } from './smime-commands';
 import { certCommands, initCommands, keyCommands, untrustedCommands } from './store-commands';
@@ -15,6 +16,7 @@ const GROUPS: Record<string, { summary: string; commands: Record<string, Command
   key: { summary: 'private keys in the key store (gateway identities, local users)', commands: keyCommands },
   untrusted: { summary: 'certificates harvested from signatures, for review', commands: untrustedCommands },
   policy: { summary: 'the securing plan the gateway would apply to a message, for administrators', commands: policyCommands },
+  doctor: { summary: 'checks the deployment (configuration, bridge and diversion, listener, addon, keys) and says how to fix each problem', commands: doctorCommands },
 };
 
 function topUsage(): number {
