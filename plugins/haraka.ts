@@ -14,6 +14,7 @@ export const codes = harakaRequire('haraka-constants') as {
   stop: number;
   deny: number;
   denysoft: number;
+  denydisconnect: number;
   denysoftdisconnect: number;
   ok: number;
 };

@@ -7,11 +7,11 @@
  */
 import type { Server as NetServer } from 'node:net';
 import { HOST_PORT } from '../../src/config/schema';
-import { markDiverted } from '../../src/transparent/listener';
+import { isDiverted, isOwnAddress, markDiverted } from '../../src/transparent/listener';
 import { listenTransparent } from '../../src/transparent/native';
 import { onFallback } from '../../src/transparent/outbound';
 import { listenFds } from '../../src/transparent/systemd';
-import { codes, gatewayConfig, type Next, type Plugin } from '../haraka';
+import { codes, gatewayConfig, type Connection, type Next, type Plugin } from '../haraka';
 
 interface HarakaServer {
   cfg: { main: { inactivity_timeout?: number } };
@@ -67,4 +67,13 @@ export function hook_init_master(this: Plugin, next: Next, server: HarakaServer)
     () => next(),
     (err: Error) => next(codes.deny, `cstp-transparent: cannot accept diverted connections: ${err.message}`),
   );
+}
+
+/** A diverted connection to this host itself would be continued to ourselves: refused before any SMTP. */
+export function hook_connect(this: Plugin, next: Next, connection: Connection): void {
+  if (isDiverted(connection.server) && isOwnAddress(connection.local.ip)) {
+    connection.logwarn(this, `diverted connection from ${connection.remote.ip} to this host's own ${connection.local.ip}: refused (mail loop)`);
+    return next(codes.denydisconnect, '5.4.6 routing loop: this gateway is the destination');
+  }
+  next();
 }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export const REPO = resolve(__dirname, '..', '..', '..');
-const HARAKA_BIN = join(REPO, 'node_modules', 'haraka', 'bin', 'haraka');
+export const HARAKA_BIN = join(REPO, 'node_modules', 'haraka', 'bin', 'haraka');
 
 export async function freePort(): Promise<number> {
   return new Promise((done, fail) => {
