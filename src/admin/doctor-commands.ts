@@ -86,15 +86,14 @@ export function repositoryRoot(from = __dirname): string {
 // ---------------------------------------------------------------------------
 // config
 
-/** [transparent] as the gateway reads it; absent (older schema) means off. */
+/** [transparent] as the gateway reads it. */
 interface TransparentSettings {
   listen: string;
-  sourceAddress: string;
+  sourceAddress: 'client' | 'gateway';
 }
 
 function transparentSettings(config: CstpConfig): TransparentSettings {
-  const t = (config as unknown as { transparent?: { listen?: unknown; source_address?: unknown } }).transparent ?? {};
-  return { listen: typeof t.listen === 'string' ? t.listen.trim() : '', sourceAddress: typeof t.source_address === 'string' ? t.source_address : 'client' };
+  return { listen: config.transparent.listen.trim(), sourceAddress: config.transparent.source_address };
 }
 
 /** host:port or [v6]:port; the port of a listen setting. */
@@ -148,7 +147,7 @@ interface NetStatus {
   ok: boolean;
   mode?: string;
   bridge?: string;
-  checks: { name: string; ok: boolean; expected?: unknown; actual?: unknown }[];
+  checks: { name: string; ok: boolean; expected?: unknown; actual?: unknown; required?: boolean }[];
 }
 
 interface Run {
@@ -172,10 +171,15 @@ const show = (v: unknown): string => (v === undefined || v === null || v === '' 
 
 async function checkNet(o: DoctorOptions, t: TransparentSettings | undefined): Promise<Check[]> {
   if (!t) return [skip('net', 'no valid cstp.ini, so whether the bridge is used is unknown')];
-  if (!t.listen) return [skip('net', '[transparent] listen is empty: no inline bridge (relay or content-filter deployment)')];
+  if (!t.listen) {
+    if (existsSync(o.netConfig)) {
+      return [warn('net', `${o.netConfig} exists but [transparent] listen is empty, so the bridge is not checked (the gateway still takes diverted connections from cstp.socket when that is active)`, `set [transparent] listen = 0.0.0.0:PROXY_PORT in ${cstpIniPath(o.instance)} for an inline deployment, or remove ${o.netConfig}`)];
+    }
+    return [skip('net', '[transparent] listen is empty: no inline bridge (relay or content-filter deployment)')];
+  }
   const checks: Check[] = [];
   if (!existsSync(o.netConfig)) {
-    return [fail('net', `${o.netConfig} does not exist`, `write it (BRIDGE, LAN_IF, WAN_IF, MODE, ...; examples in docs/DEPLOYMENT.md), then systemctl restart cstp-net`)];
+    return [fail('net', `${o.netConfig} does not exist`, `write it (BRIDGE, LAN_IF, WAN_IF, MODE, ...; examples in docs/DEPLOYMENT.md), then systemctl start cstp-net`)];
   }
   const conf = readNetConf(readFileSync(o.netConfig, 'utf8'));
   const proxyPort = Number(conf.get('PROXY_PORT') || 10025);
@@ -185,25 +189,28 @@ async function checkNet(o: DoctorOptions, t: TransparentSettings | undefined): P
   }
   const script = join(repositoryRoot(), 'scripts', 'cstp-net');
   if (!existsSync(script)) return [...checks, fail('net', `${script} is missing, so the network cannot be checked`, 'reinstall cstp (the script ships in scripts/)')];
-  const r = await run(script, ['--config', o.netConfig, 'status', '--json'], { ...process.env, CSTP_NET_CONF: o.netConfig }, 30_000);
+  const r = await run(script, ['status', '--config', o.netConfig, '--json'], process.env, 30_000);
   let status: NetStatus;
   try {
     status = JSON.parse(r.stdout) as NetStatus;
     if (!Array.isArray(status.checks)) throw new Error('no checks');
   } catch {
     const why = r.error ?? (r.stderr.trim().split('\n')[0] || `exit status ${r.code}, no JSON status`);
-    return [...checks, fail('net', `${script} status --json failed: ${why}`, `run ${script} status to see why`)];
+    return [...checks, fail('net', `${script} status --json failed: ${why}`, `run ${script} status --config ${o.netConfig} to see why`)];
   }
-  const failed = status.checks.filter((c) => !c.ok);
   const where = `${status.mode ?? '?'} mode, bridge ${status.bridge ?? '?'}`;
-  if (status.checks.length > 0 && failed.length === status.checks.length) {
-    return [...checks, fail('net', `not provisioned (${where}): none of the ${status.checks.length} bridge, sysctl, routing and nftables settings is in place`, 'systemctl start cstp-net (or scripts/cstp-net up), then check again')];
+  // Checks cstp-net marks as not required (the listener) are the socket check's business here.
+  const required = status.checks.filter((c) => c.required !== false);
+  const failed = required.filter((c) => !c.ok);
+  const bridge = required.find((c) => c.name.startsWith('bridge'));
+  if (bridge && !bridge.ok && required.every((c) => !c.ok || !/^nft/.test(c.name))) {
+    return [...checks, fail('net', `not provisioned (${where}): bridge ${show(bridge.actual)}, no cstp nftables table in place`, 'systemctl start cstp-net (or scripts/cstp-net up), then check again')];
   }
   for (const c of failed) {
-    checks.push(fail(`net ${c.name}`, `expected ${show(c.expected)}, found ${show(c.actual)}`, 'systemctl restart cstp-net (it sets everything up again, idempotently); if nftables.service was restarted, its "flush ruleset" removed cstp\'s tables'));
+    checks.push(fail(`net ${c.name}`, `expected ${show(c.expected)}, found ${show(c.actual)}`, `systemctl reload cstp-net (runs cstp-net up again: idempotent, re-reads ${o.netConfig}); a restart of nftables.service flushes cstp's tables`));
   }
-  if (failed.length === 0 && status.ok !== false) checks.push(ok('net', `${status.checks.length} checks pass (${where})`));
-  else if (failed.length === 0) checks.push(fail('net', `cstp-net reports a problem without naming a check (${where})`, `run ${script} status`));
+  if (failed.length === 0 && status.ok !== false) checks.push(ok('net', `${required.length} checks pass (${where})`));
+  else if (failed.length === 0) checks.push(fail('net', `cstp-net reports a problem without naming a check (${where})`, `run ${script} status --config ${o.netConfig}`));
   return checks;
 }
 

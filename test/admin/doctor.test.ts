@@ -4,14 +4,18 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { after, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { gatewayIdentity } from '../../src/pki/issue';
 import { KeyStore } from '../../src/store/key-store';
 import { makeInstance, removeInstance } from '../gateway/harness';
+import { Lab, netnsUnavailable } from '../netns/lab';
 
-const BIN = resolve(__dirname, '../../../bin/cstp');
+const REPO = resolve(__dirname, '../../..');
+const BIN = join(REPO, 'bin', 'cstp');
+const CSTP_NET = join(REPO, 'scripts', 'cstp-net');
 const PASS = 'doctor test passphrase';
 
 interface Check {
@@ -58,7 +62,8 @@ function doctor(args: string[], env: Record<string, string> = {}, prefix: string
   const base = { ...process.env, ...env };
   delete base.CSTP_STORE_PASSPHRASE;
   Object.assign(base, env);
-  const argv = [...prefix, process.execPath, BIN, 'doctor', ...args];
+  const netConfig = args.includes('--net-config') ? [] : ['--net-config', join(tmpdir(), 'cstp-doctor-no-net.conf')];
+  const argv = [...prefix, process.execPath, BIN, 'doctor', ...netConfig, ...args];
   const json = spawnSync(argv[0], [...argv.slice(1), '--json'], { env: base, encoding: 'utf8', timeout: 60_000 });
   const text = spawnSync(argv[0], argv.slice(1), { env: base, encoding: 'utf8', timeout: 60_000 });
   assert.equal(json.status, text.status, `--json and text exit differently:\n${json.stderr}\n${text.stderr}`);
@@ -199,4 +204,160 @@ test('usage: --help and unknown options', () => {
   const bad = spawnSync(process.execPath, [BIN, 'doctor', '--bogus'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^cstp: Unknown option '--bogus'/);
+});
+
+// ---------------------------------------------------------------------------
+// The network checks, for real: a bridge provisioned by scripts/cstp-net inside a namespace.
+
+const netReason = netnsUnavailable() ?? (existsSync(CSTP_NET) ? undefined : 'scripts/cstp-net is not there');
+
+describe('network checks inside a namespace', { skip: netReason }, () => {
+  const lab = new Lab();
+  after(() => lab.destroy());
+
+  test('not provisioned, then provisioned and listening (ok), then a table removed (FAIL naming it)', async () => {
+    await lab.ns('box');
+    await lab.ns('peer');
+    await lab.veth('box', 'lan0', 'peer', 'l0');
+    await lab.veth('box', 'wan0', 'peer', 'w0');
+    const ini = '[policy]\nlocal_domains = amd.example\nlocal_networks = 192.0.2.0/25\n[transparent]\nlisten = 0.0.0.0:10025\n';
+    const dir = await instance(ini, (s) => identity(s, 'amd.example'));
+    const netConf = join(dir, 'net.conf');
+    writeFileSync(netConf, 'BRIDGE=br0\nLAN_IF=lan0\nWAN_IF=wan0\nMODE=transparent\nPROXY_PORT=10025\n');
+    const inBox = ['ip', 'netns', 'exec', lab.name('box')];
+    const args = ['--config', dir, '--net-config', netConf];
+
+    const before = doctor(args, {}, inBox);
+    assert.equal(before.code, 1);
+    assert.match(one(before, 'net').detail, /^not provisioned \(transparent mode, bridge br0\)/);
+    assert.match(one(before, 'net').fix ?? '', /systemctl start cstp-net/);
+    assert.match(one(before, 'socket').detail, /^nothing listens on port 10025: diverted SMTP connections are answered with a TCP reset/);
+
+    // As cstp-net.service runs it: root limited to its CapabilityBoundingSet.
+    const bounding = unitValue(readUnit('cstp-net.service'), 'Service', 'CapabilityBoundingSet')!.split(/\s+/);
+    const setpriv = ['setpriv', `--bounding-set=-all,${bounding.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',')}`, '--inh-caps=-all'];
+    await lab.exec('box', [...setpriv, CSTP_NET, 'up', '--config', netConf], { check: true, timeout: 30_000 });
+    const listener = lab.spawn('box', [process.execPath, '-e', "require('net').createServer().listen(10025, '0.0.0.0')"]);
+    await lab.waitListening('box', 10025);
+
+    const up = doctor(args, {}, inBox);
+    assert.equal(one(up, 'net').status, 'ok', up.stdout);
+    assert.match(one(up, 'net').detail, /^\d+ checks pass \(transparent mode, bridge br0\)$/);
+    assert.equal(one(up, 'socket').status, 'ok');
+    assert.match(one(up, 'socket').detail, new RegExp(`^listening on 0\\.0\\.0\\.0:10025, held by node pid ${listener.pid}`));
+    assert.equal(one(up, 'store').status, 'ok');
+    assert.equal(one(up, 'identity amd.example').status, 'ok');
+    if (one(up, 'addon').status === 'ok') assert.equal(one(up, 'ip-transparent').status, 'ok', 'root may set IP_TRANSPARENT');
+    assert.equal(one(up, 'gateway').status, 'warn', 'no haraka runs for this instance');
+    assert.equal(up.code, one(up, 'addon').status === 'ok' ? 0 : 1, up.stdout);
+
+    await lab.exec('box', ['nft', 'delete', 'table', 'inet', 'cstp_ip'], { check: true });
+    const broken = doctor(args, {}, inBox);
+    assert.equal(broken.code, 1);
+    const missing = broken.checks.filter((c) => c.status === 'fail' && c.name.startsWith('net '));
+    assert.equal(missing.length, 1, broken.stdout);
+    assert.match(missing[0].name, /cstp_ip/);
+    assert.match(missing[0].detail, /^expected present, found missing$/);
+    assert.match(missing[0].fix ?? '', /^systemctl reload cstp-net/);
+
+    writeFileSync(netConf, 'BRIDGE=br0\nLAN_IF=lan0\nWAN_IF=wan0\nMODE=transparent\nPROXY_PORT=10026\n');
+    const mismatch = doctor(args, {}, inBox);
+    assert.ok(named(mismatch, 'net').some((c) => c.status === 'fail' && /diverts to port 10026 \(PROXY_PORT\) but \[transparent\] listen is 0\.0\.0\.0:10025/.test(c.detail)), mismatch.stdout);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The systemd units: the settings this deployment relies on, and systemd's own verdict when it is installed.
+
+type Unit = Map<string, Map<string, string[]>>;
+
+function readUnit(name: string): Unit {
+  const unit: Unit = new Map();
+  let section: Map<string, string[]> | undefined;
+  readFileSync(join(REPO, 'systemd', name), 'utf8').split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) return;
+    const header = /^\[(\w+)\]$/.exec(line);
+    if (header) {
+      section = new Map();
+      unit.set(header[1], section);
+      return;
+    }
+    const entry = /^([A-Za-z]+)=(.*)$/.exec(line);
+    assert.ok(entry && section, `systemd/${name}:${i + 1}: not "Key=value" inside a section: ${line}`);
+    section.set(entry[1], [...(section.get(entry[1]) ?? []), entry[2]]);
+  });
+  return unit;
+}
+
+/** The last assignment of a key (what systemd uses for single-valued settings). */
+function unitValue(unit: Unit, section: string, key: string): string | undefined {
+  return unit.get(section)?.get(key)?.at(-1);
+}
+
+describe('systemd units', () => {
+  test('cstp-net.service: a oneshot that stays active, up on start, down on stop, after nftables.service', () => {
+    const u = readUnit('cstp-net.service');
+    assert.equal(unitValue(u, 'Service', 'Type'), 'oneshot');
+    assert.equal(unitValue(u, 'Service', 'RemainAfterExit'), 'yes');
+    assert.equal(unitValue(u, 'Service', 'ExecStart'), '/opt/cstp/scripts/cstp-net up');
+    assert.equal(unitValue(u, 'Service', 'ExecStop'), '/opt/cstp/scripts/cstp-net down');
+    assert.match(unitValue(u, 'Unit', 'After') ?? '', /\bnftables\.service\b/);
+    assert.match(unitValue(u, 'Unit', 'Before') ?? '', /\bnetwork-online\.target\b/);
+  });
+
+  test('cstp.socket: IPv4 wildcard on the proxy port, transparent, for cstp.service', () => {
+    const u = readUnit('cstp.socket');
+    assert.deepEqual(u.get('Socket')?.get('ListenStream'), ['0.0.0.0:10025']);
+    assert.equal(unitValue(u, 'Socket', 'Transparent'), 'yes');
+    assert.equal(unitValue(u, 'Socket', 'FreeBind'), 'yes');
+    assert.equal(unitValue(u, 'Socket', 'Service'), 'cstp.service');
+    assert.ok(Number(unitValue(u, 'Socket', 'Backlog')) >= 1024);
+    const ini = readFileSync(join(REPO, 'config', 'smtp.ini'), 'utf8');
+    assert.match(ini, /^nodes=0$/m, 'one Haraka process takes the inherited socket');
+  });
+
+  test('cstp.service: a dedicated user, CAP_NET_RAW only, a read-only system, the passphrase as a credential', () => {
+    const u = readUnit('cstp.service');
+    const s = (key: string): string | undefined => unitValue(u, 'Service', key);
+    assert.equal(s('User'), 'cstp');
+    assert.equal(s('ExecStart'), '/usr/bin/node /opt/cstp/node_modules/haraka/bin/haraka -c /etc/cstp');
+    assert.equal(s('AmbientCapabilities'), 'CAP_NET_RAW');
+    assert.equal(s('CapabilityBoundingSet'), 'CAP_NET_RAW');
+    assert.equal(s('NoNewPrivileges'), 'yes');
+    assert.equal(s('ProtectSystem'), 'strict');
+    assert.equal(s('PrivateTmp'), 'yes');
+    assert.equal(s('ProtectHome'), 'yes');
+    assert.equal(s('PrivateDevices'), 'yes');
+    assert.equal(s('KillSignal'), 'SIGINT', 'Haraka shuts down on SIGINT only');
+    assert.equal(s('Restart'), 'always');
+    assert.equal(s('RestartPreventExitStatus'), '78');
+    assert.ok(Number(s('LimitNOFILE')) >= 65536);
+    assert.equal(s('LoadCredential'), 'store.passphrase:/etc/cstp/store.passphrase');
+    assert.doesNotMatch(s('RestrictAddressFamilies') ?? '', /AF_PACKET/);
+    assert.ok(u.get('Service')?.get('SystemCallFilter')?.includes('@system-service'));
+    assert.equal(s('MemoryDenyWriteExecute'), undefined, "V8's JIT needs W+X memory");
+    assert.match(unitValue(u, 'Unit', 'Wants') ?? '', /\bcstp\.socket\b/);
+  });
+
+  const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
+  test('systemd-analyze verify accepts the units', { skip: analyze.status === 0 ? undefined : 'systemd-analyze is not installed' }, () => {
+    // The units name installed paths; verify checks that the programs exist, so point them at this checkout.
+    const work = mkdtempSync(join(tmpdir(), 'cstp-units-'));
+    try {
+      const fakeNet = join(work, 'cstp-net');
+      writeFileSync(fakeNet, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      for (const name of readdirSync(join(REPO, 'systemd'))) {
+        const text = readFileSync(join(REPO, 'systemd', name), 'utf8')
+          .replaceAll('/opt/cstp/scripts/cstp-net', fakeNet)
+          .replaceAll('/usr/bin/node', process.execPath);
+        writeFileSync(join(work, name), text);
+      }
+      const r = spawnSync('systemd-analyze', ['verify', ...['cstp-net.service', 'cstp.socket', 'cstp.service'].map((n) => join(work, n))], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stderr.trim(), '', r.stderr);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
 });
