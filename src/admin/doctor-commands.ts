@@ -280,7 +280,24 @@ function socketHolders(inode: string): { pid: number; name: string }[] {
   return out;
 }
 
-function checkSocket(t: TransparentSettings | undefined): Check[] {
+/**
+ * Whether the listeners on `port` have IP_TRANSPARENT, from `ss --inet-sockopt` (iproute2 >= 5.10 on Linux >= 5.10);
+ * undefined when ss cannot tell.
+ */
+async function transparentOption(port: number): Promise<Map<string, boolean> | undefined> {
+  const r = await run('ss', ['-ltnH', '--inet-sockopt', `sport = :${port}`], process.env, 10_000);
+  if (r.code !== 0 || !r.stdout.includes('inet-sockopt')) return undefined;
+  const out = new Map<string, boolean>();
+  let local: string | undefined;
+  for (const line of r.stdout.split('\n')) {
+    const opts = /inet-sockopt:\s*\(([^)]*)\)/.exec(line);
+    if (opts && local !== undefined) out.set(local, opts[1].split(/\s+/).includes('transparent'));
+    else if (/^\S/.test(line)) local = line.trim().split(/\s+/)[3]?.replace(/^\[(.*)\]:(\d+)$/, '$1:$2').replace(/^\*:/, '0.0.0.0:');
+  }
+  return out;
+}
+
+async function checkSocket(t: TransparentSettings | undefined): Promise<Check[]> {
   if (!t) return [skip('socket', 'no valid cstp.ini, so the proxy port is unknown')];
   if (!t.listen) return [skip('socket', '[transparent] listen is empty: no transparent listener is expected')];
   const port = listenPort(t.listen);
@@ -295,7 +312,12 @@ function checkSocket(t: TransparentSettings | undefined): Check[] {
   if (!wildcard) {
     return [fail('socket', `port ${port} is bound to ${found.map((l) => l.address).join(', ')}${by}: diverted connections keep their original destination address and only reach a listener on 0.0.0.0`, `listen on 0.0.0.0:${port} (ListenStream= of cstp.socket, [transparent] listen)`)];
   }
-  return [ok('socket', `listening on ${wildcard.address}:${port}${by} (its IP_TRANSPARENT option cannot be read from outside; cstp.socket sets Transparent=yes)`)];
+  const where = `${wildcard.address}:${port}`;
+  const transparent = (await transparentOption(port))?.get(where === '::' ? `:::${port}` : where);
+  if (transparent === false) {
+    return [fail('socket', `${where} is listening${by} but without IP_TRANSPARENT: the kernel drops the diverted SYNs for it`, 'let cstp.socket (Transparent=yes) or the gateway ([transparent] listen, through the native addon) own the port, and stop whatever else holds it')];
+  }
+  return [ok('socket', `listening on ${where}${by}${transparent ? ', with IP_TRANSPARENT' : ' (whether with IP_TRANSPARENT, ss --inet-sockopt cannot tell here)'}`)];
 }
 
 // ---------------------------------------------------------------------------
@@ -342,7 +364,8 @@ function gatewayProcesses(instance: string): number[] {
     try {
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       const at = argv.indexOf('-c');
-      if (at < 0 || !argv.some((a) => /(^|\/)haraka(\.js)?$/.test(a))) continue;
+      // node .../haraka/bin/haraka -c DIR (not wrappers such as timeout or setpriv naming it in their arguments)
+      if (at < 0 || !/(^|\/)node(js)?[\d.]*$/.test(argv[0]) || !/(^|\/)haraka(\.js)?$/.test(argv[1] ?? '')) continue;
       const dir = argv[at + 1];
       const abs = isAbsolute(dir) ? dir : resolve(readlinkSync(`/proc/${pid}/cwd`), dir);
       if (realpathSync(abs) === want) out.push(Number(pid));
