@@ -22,6 +22,7 @@ const skip = netnsUnavailable([['python3', '--version']]);
 
 const CLIENT_MAC = '02:00:00:00:00:10';
 const SERVER_MAC = '02:00:00:00:00:20';
+const BRIDGE_MAC = '02:00:00:00:00:01';
 
 /** Collects a child's stdout lines. */
 function output(child: ChildProcess): () => string {
@@ -73,6 +74,8 @@ for (const mode of ['ip', 'transparent'] as const) {
       server = output(lab.spawn('wan', ['python3', TP, 'serve', '25']));
       lab.spawn('wan', ['python3', TP, 'serve', '8080']);
       far = output(lab.spawn('far', ['python3', TP, 'serve', '25']));
+      // ip mode starts from an existing bridge without ports (down must keep it); transparent mode lets up create it.
+      if (mode === 'ip') await lab.bridge('box', 'br0', [], BRIDGE_MAC);
       await lab.waitListening('wan', 25);
       await lab.waitListening('wan', 8080);
       await lab.waitListening('far', 25);
@@ -193,7 +196,11 @@ for (const mode of ['ip', 'transparent'] as const) {
 
         it('follows a client whose MAC address changed', async () => {
           const changed = '02:00:00:00:00:11';
+          const learned = async (): Promise<string> =>
+            (await lab.exec('box', ['nft', 'list', 'map', 'netdev', 'cstp_learn', 'ip2mac'], { check: true })).stdout;
           await lab.exec('lan', ['ip', 'link', 'set', 'eth0', 'address', changed], { check: true });
+          // Nothing has crossed since: the box still holds the old MAC, and only the new pair can replace it.
+          assert.match(await learned(), new RegExp(`192\\.0\\.2\\.10 [^:]*: ${CLIENT_MAC}`));
           assert.match(await connect('192.0.2.20', 25, 3), /^CONNECTED 220 proxy 220 server local=192\.0\.2\.20:25 peer=192\.0\.2\.10:/);
           const map = (await lab.exec('box', ['nft', 'list', 'map', 'netdev', 'cstp_learn', 'ip2mac'], { check: true })).stdout;
           assert.match(map, new RegExp(`192\\.0\\.2\\.10 [^:]*: ${changed}`));
@@ -234,12 +241,22 @@ for (const mode of ['ip', 'transparent'] as const) {
       assert.doesNotMatch(rules, /fwmark/);
       assert.equal((await lab.exec('box', ['ip', 'route', 'show', 'table', '100'])).stdout.trim(), '');
       assert.equal((await lab.exec('box', ['ip', 'route', 'show', 'default'])).stdout.trim(), '');
-      assert.notEqual((await lab.exec('box', ['ip', 'link', 'show', 'br0'])).code, 0, 'bridge deleted');
+      if (mode === 'transparent') {
+        assert.notEqual((await lab.exec('box', ['ip', 'link', 'show', 'br0'])).code, 0, 'the bridge up created is deleted');
+      } else {
+        const links = (await lab.exec('box', ['ip', '-o', 'link', 'show'], { check: true })).stdout;
+        assert.match(links, /br0: /, 'the existing bridge is kept');
+        assert.doesNotMatch(links, /master br0/, 'the ports up added are released');
+        assert.equal((await lab.exec('box', ['ip', '-4', 'addr', 'show', 'dev', 'br0'])).stdout.trim(), '', 'the address is removed');
+        assert.equal((await lab.exec('box', ['sysctl', '-n', 'net.bridge.bridge-nf-call-iptables'])).stdout.trim(), '1', 'sysctl restored');
+      }
       const again = await net('down');
       assert.equal(again.code, 0, again.stderr);
       const status = await net('status', ...base);
       assert.equal(status.code, 1);
-      for (const name of ['bridge', 'port LAN_IF', 'rule fwmark', 'route local', 'nft bridge cstp_br', 'nft inet cstp_ip']) {
+      const missing = ['port LAN_IF', 'port WAN_IF', 'rule fwmark', 'route local', 'nft bridge cstp_br', 'nft inet cstp_ip'];
+      if (mode === 'transparent') missing.push('bridge', 'arp', 'route default');
+      for (const name of missing) {
         assert.match(status.stdout, new RegExp(`^MISSING +${name}:`, 'm'));
       }
     });
