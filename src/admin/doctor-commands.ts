@@ -27,8 +27,8 @@ const EXIT_FAILED_CHECK = 1;
 
 const USAGE = `cstp doctor [--config DIR] [--net-config FILE] [--store-pass-file F] [--at TIME] [--json]
   Checks this gateway's deployment and prints one line per check, "ok|WARN|FAIL|skip name: detail (fix: ...)":
-  config    cstp.ini of the Haraka instance DIR is valid (default: the current directory when it holds
-            config/cstp.ini, else ${DEFAULT_INSTANCE});
+  config    cstp.ini of the Haraka instance DIR is valid (default: ${DEFAULT_INSTANCE} when it has a config/
+            directory, else the current directory);
   net       the bridge, sysctls, policy routing and nftables diversion that scripts/cstp-net sets up from FILE
             (default ${DEFAULT_NET_CONFIG}), and that its PROXY_PORT is [transparent] listen's port;
   socket    something listens on the proxy port, on the wildcard address, and who holds it;
@@ -573,8 +573,9 @@ export function formatCheck(c: Check): string {
   return `${LABEL[c.status]} ${c.name}: ${c.detail}${c.fix ? ` (fix: ${c.fix})` : ''}`;
 }
 
+/** The deployed instance when there is one (also when run from /opt/cstp, itself an instance), else the current directory. */
 function defaultInstance(): string {
-  return existsSync(cstpIniPath('.')) ? '.' : DEFAULT_INSTANCE;
+  return existsSync(join(DEFAULT_INSTANCE, 'config')) ? DEFAULT_INSTANCE : '.';
 }
 
 function timeArg(value: unknown): Date {
