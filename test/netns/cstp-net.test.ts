@@ -99,6 +99,7 @@ for (const mode of ['ip', 'transparent'] as const) {
       assert.match(rules1, /table bridge cstp_br/);
       assert.match(rules1, /table inet cstp_ip/);
       assert.match(rules1, /table netdev cstp_v6/);
+      assert.match(rules1, /table netdev cstp_vlan/);
       if (mode === 'transparent') assert.match(rules1, /table netdev cstp_learn/);
       else assert.doesNotMatch(rules1, /cstp_learn/);
     });
@@ -140,6 +141,29 @@ for (const mode of ['ip', 'transparent'] as const) {
         assert.match(await connect('2001:db8::20', 25, 3), /^CONNECTED 220 server local=2001:db8::20:25 peer=2001:db8::10:/);
         assert.equal((await net('up', ...base)).code, 0);
         assert.match(await connect('2001:db8::20', 25, 3), /^REFUSED/);
+      });
+    }
+
+    /** Sends one 802.1Q-tagged SYN from lan to the server's MAC; true if the wan side saw it. */
+    const taggedSynCrosses = async (port: number): Promise<boolean> => {
+      const child = lab.spawn('wan', ['python3', TP, 'sniff', 'eth0', String(port), '1']);
+      const seen = output(child);
+      const done = new Promise((r) => child.once('exit', r));
+      await until('sniffer', seen, /READY/);
+      await lab.exec('lan', ['python3', TP, 'tagged-syn', 'eth0', CLIENT_MAC, SERVER_MAC, '10', '198.51.100.10', '198.51.100.20', String(port)], { check: true });
+      await done;
+      return /SEEN/.test(seen().replace('NOTSEEN', ''));
+    };
+
+    if (mode === 'ip') {
+      it('drops 802.1Q-tagged SMTP (it cannot be diverted) and bridges other tagged traffic; VLAN=pass lets it cross', async () => {
+        assert.equal(await taggedSynCrosses(25), false, 'tagged SMTP blocked');
+        assert.equal(await taggedSynCrosses(8080), true, 'other tagged traffic crosses');
+        assert.equal((await net('up', ...base, '--vlan', 'pass')).code, 0);
+        assert.doesNotMatch(await ruleset(), /cstp_vlan/);
+        assert.equal(await taggedSynCrosses(25), true, 'VLAN=pass bridges tagged SMTP');
+        assert.equal((await net('up', ...base)).code, 0);
+        assert.match(await ruleset(), /table netdev cstp_vlan/);
       });
     }
 
