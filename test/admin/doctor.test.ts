@@ -4,7 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -280,6 +280,70 @@ describe('network checks inside a namespace', { skip: netReason }, () => {
     writeFileSync(netConf, 'BRIDGE=br0\nLAN_IF=lan0\nWAN_IF=wan0\nMODE=transparent\nPROXY_PORT=10026\n');
     const mismatch = doctor(args, {}, inBox);
     assert.ok(named(mismatch, 'net').some((c) => c.status === 'fail' && /diverts to port 10026 \(PROXY_PORT\) but \[transparent\] listen is 0\.0\.0\.0:10025/.test(c.detail)), mismatch.stdout);
+  });
+});
+
+/** Why the gateway cannot run as `nobody` here (the checkout must be readable by others), or undefined. */
+function nobodyReason(): string | undefined {
+  if (netReason) return netReason;
+  const haraka = join(REPO, 'node_modules', 'haraka', 'bin', 'haraka');
+  const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'test', '-r', haraka], { encoding: 'utf8' });
+  return r.status === 0 ? undefined : `user nobody cannot read ${haraka} (the checkout is not readable by other users)`;
+}
+
+describe('the gateway as cstp.service runs it', { skip: nobodyReason() }, () => {
+  const lab = new Lab();
+  const work = mkdtempSync(join(tmpdir(), 'cstp-layout-'));
+  after(async () => {
+    await lab.destroy();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test("a dedicated user with the unit's capabilities in the /etc/cstp layout starts, listens transparently, and doctor sees it", async () => {
+    await lab.ns('gw');
+    const uid = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout);
+    const gid = Number(spawnSync('id', ['-g', 'nobody'], { encoding: 'utf8' }).stdout);
+    chmodSync(work, 0o755);
+    // docs/DEPLOYMENT.md: /etc/cstp (root) with links to the code and to the state directory, which alone is the user's.
+    const inst = join(work, 'etc-cstp');
+    const state = join(work, 'var-lib-cstp');
+    const cred = join(work, 'credentials');
+    mkdirSync(inst, { mode: 0o755 });
+    cpSync(join(REPO, 'config'), join(inst, 'config'), { recursive: true, verbatimSymlinks: true });
+    symlinkSync(join(REPO, 'plugins'), join(inst, 'plugins'));
+    symlinkSync(join(REPO, 'dist'), join(inst, 'dist'));
+    symlinkSync(state, join(inst, 'var'));
+    symlinkSync(join(state, 'haraka-queue'), join(inst, 'queue'));
+    mkdirSync(join(state, 'haraka-queue'), { recursive: true, mode: 0o700 });
+    chmodSync(state, 0o700);
+    mkdirSync(cred, { mode: 0o500 });
+    writeFileSync(join(cred, 'store.passphrase'), `${PASS}\n`, { mode: 0o400 });
+    for (const p of [state, join(state, 'haraka-queue'), cred, join(cred, 'store.passphrase')]) chownSync(p, uid, gid);
+    writeFileSync(join(inst, 'config', 'cstp.ini'),
+      `[policy]\nlocal_domains = amd.example\nlocal_networks = 192.0.2.0/25\n[transparent]\nlisten = 0.0.0.0:10025\n[store]\npassphrase_file = ${join(cred, 'store.passphrase')}\n`);
+
+    const unit = readUnit('cstp.service');
+    const caps = (key: string): string => unitValue(unit, 'Service', key)!.split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
+    const haraka = join(REPO, 'node_modules', 'haraka', 'bin', 'haraka');
+    const gateway = lab.spawn('gw', [
+      'setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--no-new-privs',
+      `--inh-caps=-all,${caps('AmbientCapabilities')}`, `--ambient-caps=-all,${caps('AmbientCapabilities')}`, `--bounding-set=-all,${caps('CapabilityBoundingSet')}`,
+      process.execPath, haraka, '-c', inst,
+    ], { cwd: inst });
+    let log = '';
+    gateway.stdout?.on('data', (c: Buffer) => (log += c.toString()));
+    gateway.stderr?.on('data', (c: Buffer) => (log += c.toString()));
+    await lab.waitListening('gw', 10025, 30_000).catch((e: Error) => assert.fail(`${e.message}\n${log}`));
+
+    const d = doctor(['--config', inst], {}, ['ip', 'netns', 'exec', lab.name('gw')]);
+    assert.match(one(d, 'socket').detail, new RegExp(`^listening on 0\\.0\\.0\\.0:10025, held by node pid ${gateway.pid}, with IP_TRANSPARENT$`), d.stdout);
+    assert.equal(one(d, 'gateway').status, 'ok', d.stdout);
+    assert.match(one(d, 'gateway').detail, new RegExp(`^gateway pid ${gateway.pid} runs with CAP_NET_RAW`));
+    assert.match(one(d, 'store').detail, /opens with the passphrase from .*credentials\/store\.passphrase$/);
+    assert.equal(one(d, 'identity amd.example').status, 'ok', 'the first start made the identity');
+    // Everything generated is the user's and inside the state directory.
+    for (const name of ['store', 'tls', 'queue']) assert.equal(statSync(join(state, name)).uid, uid, name);
+    assert.equal(statSync(join(inst, 'config', 'cstp.ini')).uid, 0);
   });
 });
 
