@@ -57,10 +57,14 @@ for (const mode of ['ip', 'transparent'] as const) {
     const ruleset = async (): Promise<string> => (await lab.exec('box', ['nft', 'list', 'ruleset'], { check: true })).stdout;
 
     before(async () => {
-      for (const ns of ['lan', 'box', 'wan', 'far']) await lab.ns(ns);
+      for (const ns of ['lan', 'box', 'wan', 'far', 'mgmt']) await lab.ns(ns);
       await lab.veth('lan', 'eth0', 'box', 'lan0', CLIENT_MAC);
       await lab.veth('wan', 'eth0', 'box', 'wan0', SERVER_MAC);
       await lab.veth('wan', 'r0', 'far', 'eth0');
+      // A management NIC on the box (used by the transparent-mode test of a default route that is not the bridge).
+      await lab.veth('box', 'mgmt0', 'mgmt', 'eth0');
+      await lab.addr('box', 'mgmt0', '198.51.100.129/25');
+      await lab.addr('mgmt', 'eth0', '198.51.100.130/25');
       await lab.addr('lan', 'eth0', '192.0.2.10/24');
       await lab.addr('lan', 'eth0', '2001:db8::10/64');
       await lab.exec('lan', ['ip', 'route', 'add', '198.51.100.0/24', 'via', '192.0.2.254'], { check: true });
@@ -218,6 +222,24 @@ for (const mode of ['ip', 'transparent'] as const) {
           assert.match(map, new RegExp(`192\\.0\\.2\\.20 [^:]*: ${SERVER_MAC}`));
         });
 
+        it("sends the gateway's packets through the bridge when the default route is a management NIC's", async () => {
+          const box = (argv: string[]): Promise<ExecResult> => lab.exec('box', argv, { check: true });
+          await box(['ip', 'route', 'del', 'default', 'dev', 'br0']);
+          await box(['ip', 'route', 'add', 'default', 'via', '198.51.100.130', 'dev', 'mgmt0']);
+          try {
+            const up = await net('up', ...base);
+            assert.equal(up.code, 0, up.stderr);
+            assert.match((await box(['ip', 'route', 'show', 'default'])).stdout, /^default via 198\.51\.100\.130 dev mgmt0 *\n$/);
+            assert.equal((await net('status')).code, 0);
+            assert.match(await connect('192.0.2.20', 25), /^CONNECTED 220 proxy 220 server local=192\.0\.2\.20:25 peer=192\.0\.2\.10:/);
+            assert.match(await connect('198.51.100.20', 25), /^CONNECTED 220 proxy 220 server local=198\.51\.100\.20:25 peer=192\.0\.2\.10:/);
+          } finally {
+            await box(['ip', 'route', 'del', 'default', 'via', '198.51.100.130']);
+          }
+          assert.equal((await net('up', ...base)).code, 0);
+          assert.match((await box(['ip', 'route', 'show', 'default'])).stdout, /^default dev br0 /);
+        });
+
         it('follows a client whose MAC address changed', async () => {
           const changed = '02:00:00:00:00:11';
           const learned = async (): Promise<string> =>
@@ -264,6 +286,7 @@ for (const mode of ['ip', 'transparent'] as const) {
       const rules = (await lab.exec('box', ['ip', 'rule', 'list'])).stdout;
       assert.doesNotMatch(rules, /fwmark/);
       assert.equal((await lab.exec('box', ['ip', 'route', 'show', 'table', '100'])).stdout.trim(), '');
+      assert.equal((await lab.exec('box', ['ip', 'route', 'show', 'table', '101'])).stdout.trim(), '');
       assert.equal((await lab.exec('box', ['ip', 'route', 'show', 'default'])).stdout.trim(), '');
       if (mode === 'transparent') {
         assert.notEqual((await lab.exec('box', ['ip', 'link', 'show', 'br0'])).code, 0, 'the bridge up created is deleted');
