@@ -5,7 +5,7 @@
  * cstp.ini and a store filled by the caller.
  */
 import type { ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeyStore } from '../../src/store/key-store';
@@ -17,6 +17,18 @@ export const CSTP_NET = join(REPO, 'scripts', 'cstp-net');
 /** The port the bridge rules divert SMTP to, and where the gateway's transparent listener is. */
 export const PROXY_PORT = 10025;
 const PASS = 'netns paper passphrase';
+
+/**
+ * Haraka looks up the client's reverse DNS before it sends the greeting (its default lookup_rdns). The lab has no
+ * DNS server: in transparent mode (default route via br0) each lookup waits ~23 s for the host's resolver to time
+ * out, so every diverted connection would get its greeting 23 s late. No cstp plugin answers lookup_rdns, so this
+ * test-only plugin, written into the instance's plugins/ and listed first, answers it without DNS.
+ */
+const NO_RDNS_PLUGIN = 'cstp-test-no-rdns';
+const NO_RDNS_SOURCE = `'use strict';
+// Test only (test/netns/bridge-gateway.ts): no reverse DNS before the greeting; the lab has no DNS server.
+exports.hook_lookup_rdns = function (next) { next(OK, 'unknown'); };
+`;
 
 export type BridgeMode = 'ip' | 'transparent';
 
@@ -63,7 +75,12 @@ export class BridgeBox {
     const dir = mkdtempSync(join(tmpdir(), `cstp-box-${ns}-`));
     this.dir = dir;
     cpSync(join(REPO, 'config'), join(dir, 'config'), { recursive: true, verbatimSymlinks: true });
-    symlinkSync(join(REPO, 'plugins'), join(dir, 'plugins'));
+    // plugins/ holds links to the repository's plugins plus the test-only no-rdns plugin (see NO_RDNS_PLUGIN).
+    mkdirSync(join(dir, 'plugins'));
+    for (const entry of readdirSync(join(REPO, 'plugins'))) symlinkSync(join(REPO, 'plugins', entry), join(dir, 'plugins', entry));
+    writeFileSync(join(dir, 'plugins', `${NO_RDNS_PLUGIN}.js`), NO_RDNS_SOURCE);
+    const pluginList = join(dir, 'config', 'plugins');
+    writeFileSync(pluginList, `${NO_RDNS_PLUGIN}\n${readFileSync(pluginList, 'utf8')}`);
     symlinkSync(join(REPO, 'dist'), join(dir, 'dist'));
     // The plain listener stays on the namespace's own loopback: mail reaches the gateway only by diversion.
     const smtpIni = join(dir, 'config', 'smtp.ini');
@@ -75,6 +92,7 @@ export class BridgeBox {
     );
     mkdirSync(join(dir, 'var'), { mode: 0o700 });
     writeFileSync(join(dir, 'var', 'store.passphrase'), `${PASS}\n`, { mode: 0o600 });
+    writeFileSync(join(dir, 'net.conf'), '# all settings are given as flags\n');
   }
 
   /** Fills the store once, before the first start (LMDB is then opened by this process only). */
@@ -90,8 +108,13 @@ export class BridgeBox {
     }
   }
 
+  /**
+   * cstp-net with this box's own state directory and an empty settings file: nothing outside the test's files and
+   * namespaces is read or written (not /run/cstp-net, not /etc/cstp/net.conf).
+   */
   private net(args: string[]): Promise<ExecResult> {
-    return this.lab.exec(this.ns, [CSTP_NET, ...args], { timeout: 30_000 });
+    const env = { ...process.env, CSTP_NET_STATE_DIR: join(this.dir, 'net-state') };
+    return this.lab.exec(this.ns, [CSTP_NET, args[0], '--config', join(this.dir, 'net.conf'), ...args.slice(1)], { timeout: 30_000, env });
   }
 
   private async netChecked(args: string[]): Promise<string> {

@@ -33,7 +33,10 @@ export function tcpStreams(file: string): TcpStream[] {
   const u32 = (o: number): number => (le ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
   const linktype = u32(20);
   if (linktype !== 1) throw new Error(`${file}: link type ${linktype}, only Ethernet (1) is read`);
-  const streams = new Map<string, { s: TcpStream; segments: Map<number, Buffer> }>();
+  // Streams in order of their first packet; `active` maps a key to its current stream (a new SYN on a key already
+  // carrying data, i.e. a reused port, starts a new stream).
+  const all: { s: TcpStream; segments: Map<number, Buffer> }[] = [];
+  const active = new Map<string, { s: TcpStream; segments: Map<number, Buffer> }>();
   let off = 24;
   while (off + 16 <= buf.length) {
     const incl = u32(off + 8);
@@ -62,30 +65,22 @@ export function tcpStreams(file: string): TcpStream[] {
     const end = Math.min(p + total, off);
     const payload = buf.subarray(t + dataOff, end);
     const key = `${src}:${sport} > ${dst}:${dport}`;
-    let entry = streams.get(key);
-    // A new SYN on a key already seen (port reuse) starts a fresh stream under a suffixed key.
-    if (entry && flags & 0x02 && !(flags & 0x10) && entry.segments.size > 0) {
-      let n = 2;
-      while (streams.has(`${key} #${n}`)) n++;
-      streams.set(`${key} #${n}`, entry);
-      streams.delete(key);
-      entry = undefined;
-    }
+    const synOnly = (flags & 0x12) === 0x02;
+    let entry = active.get(key);
+    if (entry && synOnly && entry.segments.size > 0) entry = undefined;
     if (!entry) {
       entry = { s: { key, src, sport, dst, dport, data: Buffer.alloc(0), syn: false, rst: false }, segments: new Map() };
-      streams.set(key, entry);
+      active.set(key, entry);
+      all.push(entry);
     }
-    if (flags & 0x02 && !(flags & 0x10)) entry.s.syn = true;
+    if (synOnly) entry.s.syn = true;
     if (flags & 0x04) entry.s.rst = true;
     if (payload.length > 0 && !entry.segments.has(seq)) entry.segments.set(seq, Buffer.from(payload));
   }
-  const out: TcpStream[] = [];
-  for (const [key, { s, segments }] of streams) {
-    // Sequence numbers relative to the first payload segment (wrap-around is not a concern in short tests).
-    const ordered = [...segments.entries()].sort((a, b) => a[0] - b[0]);
-    out.push({ ...s, key, data: Buffer.concat(ordered.map(([, d]) => d)) });
-  }
-  return out;
+  return all.map(({ s, segments }) => {
+    const ordered = [...segments.entries()].sort((a, b) => a[0] - b[0]); // no wrap-around in short tests
+    return { ...s, data: Buffer.concat(ordered.map(([, d]) => d)) };
+  });
 }
 
 /** Occurrences of `needle` in `haystack`. */
