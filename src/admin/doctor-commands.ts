@@ -313,7 +313,7 @@ async function checkSocket(t: TransparentSettings | undefined): Promise<Check[]>
     return [fail('socket', `port ${port} is bound to ${found.map((l) => l.address).join(', ')}${by}: diverted connections keep their original destination address and only reach a listener on 0.0.0.0`, `listen on 0.0.0.0:${port} (ListenStream= of cstp.socket, [transparent] listen)`)];
   }
   const where = `${wildcard.address}:${port}`;
-  const transparent = (await transparentOption(port))?.get(where === '::' ? `:::${port}` : where);
+  const transparent = (await transparentOption(port))?.get(where);
   if (transparent === false) {
     return [fail('socket', `${where} is listening${by} but without IP_TRANSPARENT: the kernel drops the diverted SYNs for it`, 'let cstp.socket (Transparent=yes) or the gateway ([transparent] listen, through the native addon) own the port, and stop whatever else holds it')];
   }
