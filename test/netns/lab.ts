@@ -204,7 +204,10 @@ export class Lab {
     return run(['ip', 'netns', 'exec', this.name(ns), ...argv], opts.check ?? false, opts);
   }
 
-  /** Starts argv inside the namespace; the process is killed by destroy(). */
+  /**
+   * Starts argv inside the namespace; the process is killed by destroy(). stdio defaults to pipes: read stdout and
+   * stderr (or pass `stdio: ['ignore', 'ignore', 'inherit']`, say), or a chatty child blocks once a pipe is full.
+   */
   spawn(ns: string, argv: string[], opts: SpawnOptions = {}): ChildProcess {
     if (this.destroyed) throw new Error('lab destroyed');
     const child = spawnChild('ip', ['netns', 'exec', this.name(ns), ...argv], { stdio: 'pipe', ...opts });
