@@ -48,7 +48,7 @@ export interface Decision {
   recipients?: string[];
   client?: { ip?: string };
   destination?: { host?: string; port?: number };
-  deliveries: { action: string; route?: string; recipients?: string[]; reply?: { code: number } }[];
+  deliveries: { action: string; route?: string; recipients?: string[]; certificates?: string[]; reply?: { code: number } }[];
   [key: string]: unknown;
 }
 

@@ -384,7 +384,25 @@ describe("the paper's example across inline bridges, with real Postfix servers",
     // Still the clients' addresses at the servers, in these modes too (never BOXA_IP or BOXB_IP).
     assert.deepEqual(connectsFrom(mulholland.log()), [AMD], mulholland.log());
     assert.deepEqual(connectsFrom(intel.log()), [MULHOLLAND], intel.log());
-    const decisions = await boxb.waitDecisions(2);
-    assert.equal(decisions[1].direction, 'inbound');
+    // amd's box encrypted for Julia's own certificate only (example 1's copy was for intel's box and Julia).
+    const a = (await boxa.waitDecisions(3))[2];
+    assert.deepEqual(a.recipients, ['julia@intel']);
+    assert.deepEqual(a.deliveries.map((d) => [d.action, d.reply?.code]), [['sign+encrypt', 250]], JSON.stringify(a));
+    assert.ok(a.deliveries[0].certificates?.includes(paperCert('julia').fingerprint), JSON.stringify(a));
+    assert.ok(!a.deliveries[0].certificates?.includes(paperCert('gw-intel').fingerprint), JSON.stringify(a));
+    const b = (await boxb.waitDecisions(2))[1];
+    assert.equal(b.direction, 'inbound');
+    assert.equal(b.client?.ip, MULHOLLAND);
+    assert.deepEqual(b.deliveries.map((d) => [d.action, d.reply?.code]), [['unaltered', 250]], JSON.stringify(b));
+  });
+
+  it('fail-closed in the swapped modes too: both gateways down, SMTP is reset at boxa (IP mode) and at boxb (transparent), from either side', async () => {
+    await Promise.all([boxa.stop(), boxb.stop()]);
+    for (const [ns, host] of [['amd', MULHOLLAND], ['mul', INTEL], ['intel', MULHOLLAND]] as const) {
+      const probe = await tcpProbe(ns, host, 25, 2_000);
+      assert.equal(probe.result, 'ECONNREFUSED', `${ns} -> ${host}:25 ${JSON.stringify(probe)}`);
+      assert.ok(probe.elapsed < 2_000, JSON.stringify(probe));
+    }
+    await nonSmtpCrosses();
   });
 });
