@@ -52,8 +52,9 @@ for (const mode of ['ip', 'transparent'] as const) {
     let far: () => string;
 
     const net = (...args: string[]): Promise<ExecResult> => lab.exec('box', [SCRIPT, ...args], { env });
-    const connect = async (host: string, port: number, secs = 3): Promise<string> =>
-      (await lab.exec('lan', ['python3', TP, 'connect', host, String(port), String(secs)], { timeout: (secs + 5) * 1000 })).stdout.trim();
+    const connectFrom = async (ns: string, host: string, port: number, secs = 3): Promise<string> =>
+      (await lab.exec(ns, ['python3', TP, 'connect', host, String(port), String(secs)], { timeout: (secs + 5) * 1000 })).stdout.trim();
+    const connect = (host: string, port: number, secs = 3): Promise<string> => connectFrom('lan', host, port, secs);
     const ruleset = async (): Promise<string> => (await lab.exec('box', ['nft', 'list', 'ruleset'], { check: true })).stdout;
 
     before(async () => {
@@ -197,6 +198,14 @@ for (const mode of ['ip', 'transparent'] as const) {
         // Nothing listens on 587 at the server: the proxy accepts, its outbound leg is refused.
         await connect('192.0.2.20', 587, 2);
         await until('proxy', proxy, /ACCEPT local=192\.0\.2\.20:587 peer=192\.0\.2\.10:/);
+      });
+
+      it('diverts inbound SMTP (wan to lan) the same way', async () => {
+        const lanServer = output(lab.spawn('lan', ['python3', TP, 'serve', '25']));
+        await lab.waitListening('lan', 25, 15_000);
+        assert.match(await connectFrom('wan', '192.0.2.10', 25), /^CONNECTED 220 proxy 220 server local=192\.0\.2\.10:25 peer=192\.0\.2\.20:\d+$/);
+        await until('proxy', proxy, /ACCEPT local=192\.0\.2\.10:25 peer=192\.0\.2\.20:/);
+        await until('lan server', lanServer, /peer=192\.0\.2\.20:/);
       });
 
       it('diverts SMTP to a server behind a router', async () => {
