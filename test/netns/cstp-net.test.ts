@@ -51,7 +51,9 @@ for (const mode of ['ip', 'transparent'] as const) {
     let server: () => string;
     let far: () => string;
 
-    const net = (...args: string[]): Promise<ExecResult> => lab.exec('box', [SCRIPT, ...args], { env });
+    // An empty settings file: a /etc/cstp/net.conf on the test machine is never read.
+    const net = (cmd: string, ...args: string[]): Promise<ExecResult> =>
+      lab.exec('box', [SCRIPT, cmd, '--config', '/dev/null', ...args], { env, timeout: 30_000 });
     const connectFrom = async (ns: string, host: string, port: number, secs = 3): Promise<string> =>
       (await lab.exec(ns, ['python3', TP, 'connect', host, String(port), String(secs)], { timeout: (secs + 5) * 1000 })).stdout.trim();
     const connect = (host: string, port: number, secs = 3): Promise<string> => connectFrom('lan', host, port, secs);
