@@ -5,12 +5,12 @@
  * cstp.ini and a store filled by the caller.
  */
 import type { ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyStore } from '../../src/store/key-store';
 import { REPO } from '../gateway/harness';
 import type { ExecResult, Lab } from './lab';
+import { makeTemp, removeTemp } from './paper/temp';
 
 const HARAKA_BIN = join(REPO, 'node_modules', 'haraka', 'bin', 'haraka');
 export const CSTP_NET = join(REPO, 'scripts', 'cstp-net');
@@ -72,7 +72,7 @@ export class BridgeBox {
     this.lanIf = opts.lanIf ?? 'lan0';
     this.wanIf = opts.wanIf ?? 'wan0';
     this.pendingFill = opts.fill;
-    const dir = mkdtempSync(join(tmpdir(), `cstp-box-${ns}-`));
+    const dir = makeTemp(`cstp-box-${ns}-`);
     this.dir = dir;
     cpSync(join(REPO, 'config'), join(dir, 'config'), { recursive: true, verbatimSymlinks: true });
     // plugins/ holds links to the repository's plugins plus the test-only no-rdns plugin (see NO_RDNS_PLUGIN).
@@ -221,6 +221,6 @@ export class BridgeBox {
   /** Stops the gateway and removes the instance directory. The Lab removes the namespace and its rules. */
   async destroy(): Promise<void> {
     await this.stop();
-    rmSync(this.dir, { recursive: true, force: true });
+    removeTemp(this.dir);
   }
 }

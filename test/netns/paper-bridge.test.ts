@@ -18,8 +18,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { toPem } from '../../src/pki/issue';
 import { REPO } from '../gateway/harness';
@@ -28,6 +27,7 @@ import { paperCert, paperKey } from '../policy/paper-pki';
 import { BridgeBox, CSTP_NET } from './bridge-gateway';
 import { Lab, netnsUnavailable } from './lab';
 import { count, tcpStreams, type TcpStream } from './paper/pcap';
+import { makeTemp, removeTemp } from './paper/temp';
 import { Postfix, postfixUnavailable } from './postfix';
 
 const AMD = '192.0.2.10';
@@ -189,7 +189,7 @@ describe("the paper's example across inline bridges, with real Postfix servers",
 
   before(async () => {
     lab = new Lab();
-    files = mkdtempSync(join(tmpdir(), 'cstp-netns-paper-'));
+    files = makeTemp('cstp-netns-paper-');
     pcap = join(files, 'wan.pcap');
     for (const n of ['amd', 'boxa', 'wan', 'mul', 'boxb', 'intel']) await lab.ns(n);
     await lab.veth('amd', 'eth0', 'boxa', 'lan0', '02:00:00:00:00:10');
@@ -247,7 +247,7 @@ describe("the paper's example across inline bridges, with real Postfix servers",
     if (process.env.CSTP_NETNS_KEEP_PCAP && pcap && existsSync(pcap)) copyFileSync(pcap, process.env.CSTP_NETNS_KEEP_PCAP);
     await Promise.all([amd, mulholland, intel, boxa, boxb].map((x) => x?.destroy().catch(() => undefined)));
     await lab?.destroy();
-    if (files) rmSync(files, { recursive: true, force: true });
+    if (files) removeTemp(files);
   });
 
   it('non-SMTP traffic crosses both bridges untouched (ping, TCP :8080 sees the client address)', async () => {

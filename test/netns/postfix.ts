@@ -8,10 +8,10 @@
  *   await amd.start();
  *   const [message] = await amd.waitMail('juro', 1);
  */
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ExecResult, Lab } from './lab';
+import { makeTemp, removeTemp } from './paper/temp';
 
 /** The owner of the virtual maildirs (virtual_uid_maps/virtual_gid_maps static:5000). */
 export const MAIL_UID = 5000;
@@ -47,7 +47,7 @@ export class Postfix {
 
   /** `ns` is the Lab's short namespace name. Nothing is written until start(). */
   constructor(private readonly lab: Lab, readonly ns: string, readonly opts: PostfixOptions) {
-    this.dir = mkdtempSync(join(tmpdir(), `cstp-postfix-${opts.domain}-`));
+    this.dir = makeTemp(`cstp-postfix-${opts.domain}-`);
     this.etc = join(this.dir, 'etc');
   }
 
@@ -135,7 +135,7 @@ export class Postfix {
   /** stop(), then the instance directory is removed. */
   async destroy(): Promise<void> {
     await this.stop();
-    rmSync(this.dir, { recursive: true, force: true });
+    removeTemp(this.dir);
   }
 
   /** The instance's maillog so far. */
