@@ -404,5 +404,11 @@ describe("the paper's example across inline bridges, with real Postfix servers",
       assert.ok(probe.elapsed < 2_000, JSON.stringify(probe));
     }
     await nonSmtpCrosses();
+    // Over the whole run the gateways were handed SMTP only: every connection they logged was to port 25.
+    for (const box of [boxa, boxb]) {
+      const connects = box.stdout().split('\n').filter((l) => l.startsWith('{') && l.includes('"message":"connect"')).map((l) => JSON.parse(l));
+      assert.ok(connects.length >= 1, box.stdout());
+      assert.deepEqual([...new Set(connects.map((c) => c.local_port))], [25], `${box.ns}: ${JSON.stringify(connects)}`);
+    }
   });
 });
