@@ -5,30 +5,17 @@
  * cstp.ini and a store filled by the caller.
  */
 import type { ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyStore } from '../../src/store/key-store';
-import { REPO } from '../gateway/harness';
+import { HARAKA_BIN, REPO } from '../gateway/harness';
 import type { ExecResult, Lab } from './lab';
 import { makeTemp, removeTemp } from './paper/temp';
 
-const HARAKA_BIN = join(REPO, 'node_modules', 'haraka', 'bin', 'haraka');
 export const CSTP_NET = join(REPO, 'scripts', 'cstp-net');
 /** The port the bridge rules divert SMTP to, and where the gateway's transparent listener is. */
 export const PROXY_PORT = 10025;
 const PASS = 'netns paper passphrase';
-
-/**
- * Haraka looks up the client's reverse DNS before it sends the greeting (its default lookup_rdns). The lab has no
- * DNS server: in transparent mode (default route via br0) each lookup waits ~23 s for the host's resolver to time
- * out, so every diverted connection would get its greeting 23 s late. No cstp plugin answers lookup_rdns, so this
- * test-only plugin, written into the instance's plugins/ and listed first, answers it without DNS.
- */
-const NO_RDNS_PLUGIN = 'cstp-test-no-rdns';
-const NO_RDNS_SOURCE = `'use strict';
-// Test only (test/netns/bridge-gateway.ts): no reverse DNS before the greeting; the lab has no DNS server.
-exports.hook_lookup_rdns = function (next) { next(OK, 'unknown'); };
-`;
 
 export type BridgeMode = 'ip' | 'transparent';
 
@@ -75,12 +62,7 @@ export class BridgeBox {
     const dir = makeTemp(`cstp-box-${ns}-`);
     this.dir = dir;
     cpSync(join(REPO, 'config'), join(dir, 'config'), { recursive: true, verbatimSymlinks: true });
-    // plugins/ holds links to the repository's plugins plus the test-only no-rdns plugin (see NO_RDNS_PLUGIN).
-    mkdirSync(join(dir, 'plugins'));
-    for (const entry of readdirSync(join(REPO, 'plugins'))) symlinkSync(join(REPO, 'plugins', entry), join(dir, 'plugins', entry));
-    writeFileSync(join(dir, 'plugins', `${NO_RDNS_PLUGIN}.js`), NO_RDNS_SOURCE);
-    const pluginList = join(dir, 'config', 'plugins');
-    writeFileSync(pluginList, `${NO_RDNS_PLUGIN}\n${readFileSync(pluginList, 'utf8')}`);
+    symlinkSync(join(REPO, 'plugins'), join(dir, 'plugins'));
     symlinkSync(join(REPO, 'dist'), join(dir, 'dist'));
     // The plain listener stays on the namespace's own loopback: mail reaches the gateway only by diversion.
     const smtpIni = join(dir, 'config', 'smtp.ini');
