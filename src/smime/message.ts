@@ -23,7 +23,7 @@ import {
 import { OID } from '../asn1/oids';
 import {
   base64Lines, canonicalize, decodeTransferEncoding, headerValue, is7bitSafe, make7bit, MimeError, newBoundary,
-  parseContentType, parseEntity, splitHeaders, splitMultipart, type Entity, type HeaderField,
+  parseContentType, parseEntity, parseLayout, splitHeaders, splitMultipart, type Entity, type HeaderField,
 } from './mime';
 
 /** The one header cstp writes to report what it did; any incoming copy is removed first. */
@@ -103,11 +103,15 @@ function withoutStatusHeaders(headers: HeaderField[]): HeaderField[] {
   return headers.filter((h) => h.name.toLowerCase() !== STATUS_HEADER.toLowerCase());
 }
 
-/** The message without any status header field claiming a cstp result (forged or stale). */
+/**
+ * The message without any status header field claiming a cstp result (forged or stale). When a line that is no
+ * header field ended the header section, the empty line is written out after the fields: a lenient reader would
+ * otherwise take the lines after it, a forged status field among them, for header fields.
+ */
 export function stripStatusHeaders(message: Buffer): Buffer {
-  const entity = parseEntity(canonicalize(message));
+  const entity = parseLayout(canonicalize(message));
   const kept = withoutStatusHeaders(entity.headers);
-  if (kept.length === entity.headers.length) return message;
+  if (kept.length === entity.headers.length && (entity.separated || entity.body.length === 0)) return message;
   return Buffer.concat([...kept.map((h) => h.raw), CRLF, entity.body]);
 }
 

@@ -11,9 +11,9 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { parse, children, type Asn1Node } from '../../src/asn1/der';
 import { Certificate } from '../../src/pki/certificate';
 import { decryptMessage, encryptMessage, signMessage, unwrapMessage, verifyMessage } from '../../src/smime/message';
+import { mutateBytes, mutateDer, prng } from '../helpers/fuzz-mutators';
 import { pkiRead } from '../helpers/pki';
 
 const ITERATIONS = Number(process.env.CSTP_FUZZ_ITERATIONS ?? 10000);
@@ -22,18 +22,6 @@ const PER_INPUT_MS = 1000;
 const ENGINE_ERRORS = new Set([
   'SmimeError', 'CmsError', 'NoMatchingRecipientError', 'DecryptionError', 'MimeError', 'Asn1Error', 'CertificateError',
 ]);
-
-/** mulberry32: small, fast, seedable. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const cert = (n: string): Certificate => Certificate.fromPem(pkiRead(`${n}.crt`))[0];
 const creds = (n: string) => ({ cert: cert(n), key: createPrivateKey(pkiRead(`${n}.key`)), chain: [] as Certificate[] });
@@ -68,56 +56,6 @@ function seeds(): Seed[] {
     const isP7m = /application\/pkcs7-mime/.test(head.toString('latin1'));
     return { raw, head, der: isP7m ? Buffer.from(raw.subarray(split).toString('latin1'), 'base64') : undefined };
   });
-}
-
-function allNodes(der: Buffer): Asn1Node[] {
-  const out: Asn1Node[] = [];
-  const walk = (n: Asn1Node): void => {
-    out.push(n);
-    if (n.constructed && out.length < 2000) for (const c of children(n)) walk(c);
-  };
-  walk(parse(der));
-  return out;
-}
-
-function mutateDer(der: Buffer, rnd: () => number): Buffer {
-  const nodes = allNodes(der);
-  const n = nodes[Math.floor(rnd() * nodes.length)];
-  const out = Buffer.from(der);
-  const lenPos = n.start + 1;
-  switch (Math.floor(rnd() * 6)) {
-    case 0: out[n.start] = Math.floor(rnd() * 256); return out; // tag
-    case 1: out[lenPos] = [0x80, 0x84, 0xff, 0x00, 0x7f][Math.floor(rnd() * 5)]; return out; // length
-    case 2: return Buffer.concat([der.subarray(0, n.contentStart), der.subarray(n.contentEnd)]); // drop content
-    case 3: { // random content
-      for (let i = n.contentStart; i < n.contentEnd && i < n.contentStart + 64; i++) if (rnd() < 0.3) out[i] = Math.floor(rnd() * 256);
-      return out;
-    }
-    case 4: return Buffer.concat([der.subarray(0, n.end), der.subarray(n.start, n.end), der.subarray(n.end)]); // duplicate
-    default: return der.subarray(0, Math.floor(rnd() * der.length)); // truncate
-  }
-}
-
-function mutateBytes(raw: Buffer, rnd: () => number): Buffer {
-  const out = Buffer.from(raw);
-  switch (Math.floor(rnd() * 5)) {
-    case 0: for (let k = 0; k < 1 + rnd() * 8; k++) out[Math.floor(rnd() * out.length)] ^= 1 << Math.floor(rnd() * 8); return out;
-    case 1: return raw.subarray(0, Math.floor(rnd() * raw.length));
-    case 2: { // insert junk, NULs or 8-bit bytes
-      const at = Math.floor(rnd() * raw.length);
-      const junk = Buffer.from(Array.from({ length: 1 + Math.floor(rnd() * 16) }, () => [0, 0xff, 0x0a, 0x2d, Math.floor(rnd() * 256)][Math.floor(rnd() * 5)]));
-      return Buffer.concat([raw.subarray(0, at), junk, raw.subarray(at)]);
-    }
-    case 3: { // break the boundary or a header
-      const s = raw.toString('latin1');
-      const variants = [s.replace(/boundary="/, 'boundary="x'), s.replace(/--\r\n$/, '\r\n'), s.replace('\r\n\r\n', '\r\n'), s.replace(/Content-Transfer-Encoding: base64/i, 'Content-Transfer-Encoding: 7bit'), `X-Long: ${'a'.repeat(200000)}\r\n${s}`];
-      return Buffer.from(variants[Math.floor(rnd() * variants.length)], 'latin1');
-    }
-    default: { // delete a range
-      const a = Math.floor(rnd() * raw.length);
-      return Buffer.concat([raw.subarray(0, a), raw.subarray(a + Math.floor(rnd() * 200))]);
-    }
-  }
 }
 
 test(`${ITERATIONS} mutated CMS/MIME inputs give results or clean errors (seed ${SEED})`, () => {

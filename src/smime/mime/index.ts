@@ -7,7 +7,7 @@ export { canonicalize } from './canonical';
 export { is7bitSafe } from './bytes';
 export { fieldValue, headerValue, isContentHeader, splitHeaders, type HeaderField } from './header';
 export {
-  buildEntity, parseEntity, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS, type Entity, type ParseOptions,
+  buildEntity, parseEntity, parseLayout, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS, type Entity, type ParseOptions,
 } from './entity';
 export { formatContentType, parseContentType, type ContentType } from './content-type';
 export { newBoundary, splitMultipart, DEFAULT_MAX_PARTS, type MultipartParts, type SplitOptions } from './multipart';
