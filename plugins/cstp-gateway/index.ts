@@ -6,7 +6,7 @@
  * recipients of the restrictive policy get a DSN to the sender through the retry queue; a partial failure goes
  * into that queue. One decision line per transaction. The queue hook only reports what data_post decided.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -16,10 +16,13 @@ import { policySettings } from '../../src/config/schema';
 import { varDir } from '../../src/config/instance';
 import {
   isPositive, localReply, makeDsn, RetryQueue, routeMemoryOf, smtpSender, UpstreamTransaction,
-  type Endpoint, type MailParams, type QueueItem, type RcptParams, type SmtpReply, type TlsState,
+  type Endpoint, type MailParams, type QueueItem, type RcptParams, type RouteMemory, type SmtpReply, type TlsState,
 } from '../../src/delivery';
 import { ensureGatewayIdentities } from '../../src/gateway/identities';
-import { secureMessage, type Secured } from '../../src/gateway/securing';
+import { GarbageMeter, metered } from '../../src/gateway/memory';
+import { secureMessage, secureSpooled, type Secured } from '../../src/gateway/securing';
+import { BodySpool, type SpooledMessage } from '../../src/smime/stream/spool';
+import type { MessageSource } from '../../src/delivery/smtp-client';
 import { decision, type DeliveryFacts, type TlsFacts } from '../../src/log';
 import { resolvePolicyConfig, type PolicyConfig } from '../../src/policy/config';
 import type { Direction } from '../../src/policy/plan';
@@ -48,8 +51,31 @@ interface EnvelopeAddress {
 interface HarakaTransaction extends Transaction {
   mail_from: EnvelopeAddress;
   rcpt_to: EnvelopeAddress[];
-  message_stream: { get_data(options: Record<string, unknown>, cb: (data: Buffer) => void): void };
+  found_hb_sep: boolean;
+  header: { header_list: string[] };
+  message_stream: {
+    get_data(options: Record<string, unknown>, cb: (data: Buffer) => void): void;
+    add_line(line: Buffer): void;
+  };
 }
+
+/**
+ * Messages whose body is larger than this are spooled to var/spool/ as they arrive and streamed from there
+ * through signing, encryption and delivery (src/smime/stream); smaller ones are secured in memory, which is
+ * faster for them.
+ */
+export const STREAM_ABOVE = 4 * 1024 * 1024;
+
+/** The body of a message being received: held (as Haraka's store holds it too) until it is large, then on disk. */
+interface Tap {
+  meter: GarbageMeter;
+  inBody: boolean;
+  held: Buffer[];
+  heldBytes: number;
+  spool?: BodySpool;
+}
+
+const taps = new WeakMap<object, Tap>();
 
 interface State {
   upstream: UpstreamTransaction;
@@ -66,6 +92,7 @@ let store: KeyStore | undefined;
 let policy: PolicyConfig;
 let delivery: DeliverySettings;
 let queue: RetryQueue | undefined;
+let spoolDir: string;
 const heloFallback = hostname();
 
 function addressOf(a: EnvelopeAddress): string {
@@ -110,6 +137,44 @@ export function register(this: Plugin): void {
     onError: (err) => this.logerror(`retry queue: ${err.message}`),
   });
   queue.start();
+  spoolDir = join(varDir(dir), 'spool');
+  mkdirSync(spoolDir, { recursive: true, mode: 0o700 }); // messages are private mail
+  removeStaleSpoolFiles(spoolDir);
+  keepHarakaSpoolPrivate(this, join(spoolDir, 'haraka'));
+}
+
+/**
+ * Haraka's message store spools large messages to connection.ini [main] spool_dir, /tmp when unset, in files
+ * other users could read. Unless the administrator chose a directory, it goes to var/spool/haraka/ (0700).
+ */
+function keepHarakaSpoolPrivate(plugin: Plugin, dir: string): void {
+  const cfg = (plugin.haraka_require('connection') as { cfg?: { main?: Record<string, unknown> } }).cfg;
+  if (!cfg?.main || cfg.main.spool_dir) return;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  cfg.main.spool_dir = dir;
+}
+
+/** Spool files are named <pid>-<uuid>.eml; those of a process that is gone (a crash) are removed. */
+function removeStaleSpoolFiles(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+    if (pid && pid !== process.pid && alive(pid)) continue;
+    if (pid === process.pid) continue;
+    try {
+      unlinkSync(join(dir, name));
+    } catch {
+      // gone already
+    }
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /**
@@ -151,6 +216,15 @@ function closeState(connection: Connection): void {
   states.delete(tx);
 }
 
+/** The route memory only spares a refused try next time: a store that fails (disk full) must not fail a delivery. */
+function bestEffort(routes: RouteMemory, connection: Connection, plugin: Plugin): RouteMemory {
+  const failed = (err: unknown): undefined => void connection.logerror(plugin, `route memory: ${(err as Error).message}`);
+  return {
+    get: (destination) => { try { return routes.get(destination); } catch (err) { return failed(err); } },
+    set: (destination, route) => { try { routes.set(destination, route); } catch (err) { failed(err); } },
+  };
+}
+
 export function hook_mail(
   this: Plugin, next: Next, connection: Connection, params: [EnvelopeAddress, Record<string, string | null>],
 ): void {
@@ -162,7 +236,7 @@ export function hook_mail(
     destination,
     // The relay too is reached from the client's address: in fully transparent mode this host has none.
     relay: delivery.relay && { ...delivery.relay, source: destination.source },
-    routes: routeMemoryOf(store!),
+    routes: bestEffort(routeMemoryOf(store!), connection, this),
     heloName: connection.hello.host || heloFallback,
     tls: delivery.tls,
     timeouts: delivery.timeouts,
@@ -223,6 +297,102 @@ function readMessage(tx: HarakaTransaction): Promise<Buffer> {
   return new Promise((done) => tx.message_stream.get_data({ dot_stuffed: true }, (data) => done(Buffer.from(data))));
 }
 
+/**
+ * DATA starts: every line Haraka stores passes through here first. Haraka's message store keeps everything in
+ * memory up to spool_after and then falls behind writing its spool file (one 64 KB write per incoming chunk, so
+ * its backlog grows with the message). So once the body passes STREAM_ABOVE, its lines go to cstp's own spool
+ * file instead (BodySpool: unstuffed, canonical, written in 1 MiB batches) and Haraka's store gets no more; the
+ * header section stays Haraka's (transaction.header, with its Received field). A smaller message is read back
+ * from Haraka's store as before.
+ */
+export function hook_data(this: Plugin, next: Next, connection: Connection): void {
+  const tx = connection.transaction as HarakaTransaction | null;
+  if (tx) tapData(tx);
+  next();
+}
+
+function tapData(tx: HarakaTransaction): void {
+  const store = tx.message_stream;
+  const original = store.add_line.bind(store);
+  const tap: Tap = { meter: new GarbageMeter(), inBody: false, held: [], heldBytes: 0 };
+  taps.set(tx, tap);
+  store.add_line = (line: Buffer): void => {
+    if (tap.spool) {
+      tap.meter.count(line.length);
+      return tap.spool.line(line);
+    }
+    if (tap.inBody) {
+      tap.held.push(line);
+      tap.heldBytes += line.length;
+      if (tap.heldBytes > STREAM_ABOVE) {
+        // From here on the body goes to disk only; what Haraka's store holds so far is simply never read.
+        tap.spool = new BodySpool(join(spoolDir, `${process.pid}-${tx.uuid}.body`));
+        for (const held of tap.held) tap.spool.line(held);
+        tap.held = [];
+        return;
+      }
+    } else if (tx.found_hb_sep) {
+      tap.inBody = true; // this line is the empty line that ends the header section
+    }
+    original(line);
+  };
+}
+
+/** The spooled message of a large transaction (header section from Haraka, body from disk), else undefined. */
+function spooledMessage(tx: HarakaTransaction): SpooledMessage | undefined {
+  const tap = taps.get(tx);
+  taps.delete(tx);
+  if (!tap?.spool) return undefined;
+  const head = Buffer.from(`${tx.header.header_list.map((h) => h.replace(/\r?\n/g, '\r\n')).join('')}\r\n`);
+  return tap.spool.finish(head);
+}
+
+function abortTap(tx: object | null): void {
+  const tap = tx && taps.get(tx);
+  if (!tap) return;
+  taps.delete(tx);
+  tap.spool?.abort();
+}
+
+/** What data_post sends: the plan, and per delivery a source that yields its bytes once per attempt. */
+interface Prepared {
+  plan: Secured['plan'];
+  deliveries: {
+    plan: Secured['deliveries'][number]['plan'];
+    action: string;
+    algorithm?: string;
+    certificates: string[];
+    source: () => MessageSource;
+  }[];
+  /** What a DSN quotes: the message, or for a spooled one its header section. */
+  original: Buffer;
+}
+
+/**
+ * Plans and secures the transaction. A large message is spooled and streamed (secureSpooled); when it cannot be
+ * streamed, or it is small, it is read into memory and secured there (secureMessage).
+ */
+async function prepare(tx: HarakaTransaction, connection: Connection, spool: SpooledMessage | undefined, sender: string, recipients: string[]): Promise<Prepared> {
+  const input = { clientIp: connection.remote.ip, direction: connection.notes.cstp_direction as Direction | undefined, sender, recipients };
+  if (spool) {
+    const streamed = await secureSpooled({ ...input, spool }, policy, store!);
+    if (streamed) {
+      return {
+        plan: streamed.plan,
+        deliveries: streamed.deliveries.map((d) => ({ ...d, source: () => metered(d.message.chunks()) })),
+        original: spool.head,
+      };
+    }
+  }
+  const message = spool ? spool.readAll() : await readMessage(tx);
+  const secured = secureMessage({ ...input, message }, policy, store!);
+  return {
+    plan: secured.plan,
+    deliveries: secured.deliveries.map((d) => ({ ...d, source: () => [d.message] })),
+    original: message,
+  };
+}
+
 export function hook_data_post(this: Plugin, next: Next, connection: Connection): void {
   const tx = connection.transaction as HarakaTransaction | null;
   const state = tx && states.get(tx);
@@ -246,10 +416,20 @@ export function hook_data_post(this: Plugin, next: Next, connection: Connection)
 }
 
 async function processMessage(plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State): Promise<SmtpReply> {
+  const spool = spooledMessage(tx);
+  try {
+    return await secureAndDeliver(plugin, connection, tx, state, spool);
+  } finally {
+    spool?.dispose();
+  }
+}
+
+async function secureAndDeliver(
+  plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State, spool: SpooledMessage | undefined,
+): Promise<SmtpReply> {
   const started = Date.now();
   const sender = addressOf(tx.mail_from);
   const recipients = tx.rcpt_to.map(addressOf);
-  const message = await readMessage(tx);
   const direction = connection.notes.cstp_direction as Direction | undefined;
   const facts = (deliveries: DeliveryFacts[], dir: Direction): void =>
     decision({
@@ -262,9 +442,9 @@ async function processMessage(plugin: Plugin, connection: Connection, tx: Haraka
       deliveries,
     });
 
-  let secured: Secured;
+  let secured: Prepared;
   try {
-    secured = secureMessage({ clientIp: connection.remote.ip, direction, sender, recipients, message }, policy, store!);
+    secured = await prepare(tx, connection, spool, sender, recipients);
   } catch (err) {
     // Signing or encryption failed: nothing may go out, least of all in plaintext.
     state.upstream.close();
@@ -290,11 +470,18 @@ async function processMessage(plugin: Plugin, connection: Connection, tx: Haraka
     facts(refusals, plan.direction);
     return reply;
   }
-  const deliveries = secured.deliveries.map((d) => ({ recipients: d.plan.recipients, message: () => [d.message] }));
+  const deliveries = secured.deliveries.map((d) => ({ recipients: d.plan.recipients, message: d.source }));
   const outcome = await state.upstream.deliver(deliveries);
   const took = Date.now() - started;
-  if (outcome.status === 'partial') await state.upstream.queueFailures(outcome, deliveries, queue!);
-  if (outcome.status !== 'failed') bounceRefusals(plan.refused, tx, sender, state, connection, message);
+  try {
+    if (outcome.status === 'partial') await state.upstream.queueFailures(outcome, deliveries, queue!);
+    if (outcome.status !== 'failed') bounceRefusals(plan.refused, tx, sender, state, connection, secured.original);
+  } catch (err) {
+    // Part went out but the rest (or the DSN) cannot be kept (disk full): a 4xx makes the client keep the message
+    // and send it again, a duplicate for some recipients, where a 250 would lose it for the others.
+    connection.logerror(plugin, `retry queue: ${(err as Error).message}`);
+    return localReply(451, '4.3.0', 'cstp could not queue part of the message; try again later (some recipients may get it twice)');
+  }
   facts([
     ...secured.deliveries.map((d, i): DeliveryFacts => {
       const result = outcome.deliveries[i];
@@ -365,11 +552,13 @@ export const hook_queue = answerQueue;
 export const hook_queue_outbound = answerQueue;
 
 export function hook_reset_transaction(this: Plugin, next: Next, connection: Connection): void {
+  abortTap(connection.transaction);
   closeState(connection);
   next();
 }
 
 export function hook_disconnect(this: Plugin, next: Next, connection: Connection): void {
+  abortTap(connection.transaction);
   closeState(connection);
   next();
 }

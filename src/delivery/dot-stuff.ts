@@ -6,6 +6,8 @@
 const DOT = 0x2e;
 const LF = 0x0a;
 const CR = 0x0d;
+const LF_DOT = Buffer.from('\n.', 'latin1');
+const EXTRA_DOT = Buffer.of(DOT);
 
 export class DotStuffer {
   /** True when the next byte starts a line (the message start counts as one). */
@@ -20,17 +22,19 @@ export class DotStuffer {
     let from = 0;
     // A line starts after any LF: stuffing after a bare LF too keeps a "\n.\n" from ending the
     // message early at a lenient server (SMTP smuggling).
-    for (let i = 0; i < chunk.length; i++) {
-      if (chunk[i] === DOT && (i === 0 ? this.atLineStart : chunk[i - 1] === LF)) {
-        parts.push(chunk.subarray(from, i), Buffer.of(DOT));
-        from = i;
-      }
+    if (this.atLineStart && chunk[0] === DOT) parts.push(chunk.subarray(0, 0), EXTRA_DOT);
+    // One native search per line-initial dot, not a JS loop over every octet: this runs over every
+    // octet the gateway sends, a 100 MB message included.
+    for (let i = chunk.indexOf(LF_DOT); i !== -1; i = chunk.indexOf(LF_DOT, i + 1)) {
+      parts.push(chunk.subarray(from, i + 1), EXTRA_DOT);
+      from = i + 1;
     }
-    parts.push(chunk.subarray(from));
     this.atLineStart = chunk[chunk.length - 1] === LF;
     this.last2 = chunk.length >= 2 ? [chunk[chunk.length - 2], chunk[chunk.length - 1]] : [this.last2[1], chunk[0]];
     this.empty = false;
-    return parts.length === 1 ? chunk : Buffer.concat(parts);
+    if (parts.length === 0) return chunk;
+    parts.push(chunk.subarray(from));
+    return Buffer.concat(parts);
   }
 
   /** The terminator: CRLF first if the message did not end with one, then ".\r\n". */

@@ -16,6 +16,10 @@ import {
   addressedTo, encryptMessage, signAndEncryptMessage, signMessage, STATUS_HEADER, stripStatusHeaders, topLevel, unwrapMessage,
   type LayerResult,
 } from '../smime/message';
+import type { SpooledMessage } from '../smime/stream/spool';
+import {
+  digestEntity, digestFor, encryptSpooled, signAndEncryptSpooled, signSpooled, spooledEntity, unalteredSpooled, type StreamedMessage,
+} from '../smime/stream/wrap';
 import type { KeyStore } from '../store/key-store';
 
 /** What the top level of the message is (only a whole-body S/MIME object counts, as in the engine). */
@@ -159,4 +163,78 @@ function learn(layers: LayerResult[], input: SecureInput, store: KeyStore, now: 
       }
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// Large messages: spooled on disk and streamed
+
+/** One delivery of a spooled message: its bytes are produced anew, from disk, for each attempt. */
+export interface StreamedDelivery {
+  plan: Delivery;
+  message: StreamedMessage;
+  action: string;
+  algorithm?: string;
+  certificates: string[];
+}
+
+export interface SecuredSpooled {
+  plan: Plan;
+  deliveries: StreamedDelivery[];
+}
+
+export interface SecureSpooledInput extends Omit<SecureInput, 'message'> {
+  spool: SpooledMessage;
+}
+
+/**
+ * As secureMessage() for a message kept on disk, never read whole into memory. Undefined when the message
+ * cannot be handled this way (its top level is S/MIME already, its header section is unusual, or it must be
+ * made 7-bit safe before signing): the caller then reads it and uses secureMessage().
+ */
+export async function secureSpooled(input: SecureSpooledInput, config: PolicyConfig, store: KeyStore): Promise<SecuredSpooled | undefined> {
+  const entity = spooledEntity(input.spool);
+  if (!entity) return undefined;
+  const now = input.now ?? new Date();
+  const plan = planMessage({
+    clientIp: input.clientIp,
+    direction: input.direction,
+    sender: input.sender,
+    recipients: input.recipients,
+    message: { encrypted: false, signed: false },
+    decryptionKeys: [],
+    now,
+  }, config, storeLookups(store));
+  const signers = plan.deliveries.flatMap((d) => {
+    const t = d.transformation;
+    return (t.kind === 'encrypt' && t.signer) || t.kind === 'detached-signature' ? [credentials(store, t.signer!)] : [];
+  });
+  if (plan.deliveries.some((d) => d.transformation.kind === 'unwrap')) return undefined;
+  const digests = signers.length ? await digestEntity(entity, signers.map((s) => digestFor(s))) : undefined;
+  if (digests && !digests.sevenBit) return undefined;
+  const deliveries = plan.deliveries.map((d): StreamedDelivery => {
+    const t = d.transformation;
+    const base = { plan: d, certificates: [] as string[] };
+    switch (t.kind) {
+      case 'encrypt': {
+        const certs = t.envelope.certificates;
+        const algorithm = `${t.envelope.options.cipher}/${t.envelope.options.rsaKeyTransport}`;
+        const fingerprints = certs.map((c) => c.fingerprint);
+        if (t.signer) {
+          const creds = credentials(store, t.signer);
+          const message = signAndEncryptSpooled(entity, digests!, creds, certs, t.envelope.options);
+          return { ...base, message, action: 'sign+encrypt', algorithm, certificates: [...fingerprints, creds.cert.fingerprint] };
+        }
+        return { ...base, message: encryptSpooled(entity, certs, t.envelope.options), action: 'encrypt', algorithm, certificates: fingerprints };
+      }
+      case 'detached-signature': {
+        const creds = credentials(store, t.signer);
+        return { ...base, message: signSpooled(entity, digests!, creds), action: 'detached-signature', algorithm: 'sha-256', certificates: [creds.cert.fingerprint] };
+      }
+      case 'unaltered':
+        return { ...base, message: unalteredSpooled(entity), action: 'unaltered' };
+      case 'unwrap':
+        throw new Error('unreachable: a plain message is not unwrapped');
+    }
+  });
+  return { plan, deliveries };
 }

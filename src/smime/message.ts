@@ -60,13 +60,14 @@ function splitForWrapping(input: Buffer): Split {
   return { entity, outer, inner, innerLength: inner.reduce((n, b) => n + b.length, 0) };
 }
 
-function* outerHeaderChunks(outer: HeaderField[], contentHeaders: string[]): Generator<Buffer> {
+/** The outer header fields, MIME-Version and the new content header fields, then the empty line. */
+export function* outerHeaderChunks(outer: HeaderField[], contentHeaders: string[]): Generator<Buffer> {
   for (const h of outer) yield h.raw;
   yield Buffer.from(['MIME-Version: 1.0', ...contentHeaders, ''].join('\r\n'));
   yield CRLF;
 }
 
-function pkcs7MimeHeaders(smimeType: string): string[] {
+export function pkcs7MimeHeaders(smimeType: string): string[] {
   return [
     `Content-Type: application/pkcs7-mime; smime-type=${smimeType}; name="smime.p7m"`,
     'Content-Transfer-Encoding: base64',
@@ -94,12 +95,12 @@ function restoreOuterHeaders(outer: HeaderField[], content: Buffer): Buffer {
  * RSA >= 2048): a message they cannot accept is worse than an error now. The sender address
  * is not checked, since a gateway signs for its whole domain (RFC 3183).
  */
-function requireUsable(cert: Certificate, purpose: Purpose): void {
+export function requireUsable(cert: Certificate, purpose: Purpose): void {
   const check = checkEndEntity(cert, { purpose });
   if (!check.ok) throw new SmimeError(`cannot ${purpose} with ${cert.subject}: ${check.reason}`);
 }
 
-function withoutStatusHeaders(headers: HeaderField[]): HeaderField[] {
+export function withoutStatusHeaders(headers: HeaderField[]): HeaderField[] {
   return headers.filter((h) => h.name.toLowerCase() !== STATUS_HEADER.toLowerCase());
 }
 
@@ -168,16 +169,32 @@ function signMultipart(split: Split, signer: SignerCredentials, opts: SignOption
   const digestName = signingDigest(signer, opts);
   const hash = createHash(digestName);
   for (const chunk of signed) hash.update(chunk);
-  const signature = signDetached(hash.digest(), signer, opts);
+  const frame = multipartSignedFrame(hash.digest(), signer, opts);
+  return { contentHeaders: frame.contentHeaders, body: [frame.head, ...signed, ...frame.tail] };
+}
+
+/**
+ * Everything of a multipart/signed entity except the signed part itself, for a signed part whose
+ * digest (signingDigest()) the caller computed: its content header fields, the body before the
+ * signed part, and the body after it (the signature part and the closing delimiter).
+ */
+export interface MultipartSignedFrame {
+  contentHeaders: string[];
+  head: Buffer;
+  tail: Buffer[];
+}
+
+export function multipartSignedFrame(contentDigest: Buffer, signer: SignerCredentials, opts: SignOptions = {}): MultipartSignedFrame {
+  const digestName = signingDigest(signer, opts);
+  const signature = signDetached(contentDigest, signer, opts);
   const boundary = newBoundary();
   return {
     contentHeaders: [
       `Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=${micalg(digestName)};`,
       ` boundary="${boundary}"`,
     ],
-    body: [
-      Buffer.from(`This is an S/MIME signed message\r\n\r\n--${boundary}\r\n`),
-      ...signed,
+    head: Buffer.from(`This is an S/MIME signed message\r\n\r\n--${boundary}\r\n`),
+    tail: [
       Buffer.from(
         `\r\n--${boundary}\r\n` +
           'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n' +
@@ -220,13 +237,17 @@ export function signAndEncryptMessage(
   return encryptEntity(split.outer, inner, inner.reduce((n, b) => n + b.length, 0), recipients, opts);
 }
 
-function checkRecipients(recipients: Certificate[]): void {
+export function checkRecipients(recipients: Certificate[]): void {
   if (recipients.length === 0) throw new SmimeError('no recipient certificate given');
   for (const r of recipients) requireUsable(r, 'encrypt');
 }
 
-function encryptEntity(
-  outer: HeaderField[], inner: Buffer[], innerLength: number, recipients: Certificate[], opts: EnvelopeOptions,
+/**
+ * The outer header fields around an application/pkcs7-mime envelope of `inner` (innerLength octets, read once).
+ * The envelope is started before returning, so an unusable certificate fails before any output.
+ */
+export function encryptEntity(
+  outer: HeaderField[], inner: Iterable<Buffer>, innerLength: number, recipients: Certificate[], opts: EnvelopeOptions,
 ): Chunks {
   const authenticated = /gcm$/.test(opts.cipher ?? '');
   const der = envelope(inner, innerLength, recipients, opts);
@@ -268,6 +289,16 @@ function classify(entity: Entity): Layer {
   if (!isP7m) return { kind: 'plain' };
   const der = decodeTransferEncoding(entity.body, headerValue(entity.headers, 'content-transfer-encoding'));
   return { kind: 'cms', der, contentType: parseContentInfo(der).contentType };
+}
+
+/**
+ * Whether a header section makes the body an S/MIME object that classify() would open (the Content-Type
+ * alone decides; the body is not looked at). False means topLevel() is 'plain'.
+ */
+export function claimsSmime(headers: HeaderField[]): boolean {
+  const ct = parseContentType(headerValue(headers, 'content-type'));
+  if (ct.mimeType === 'multipart/signed') return PKCS7_SIGNATURE.has((ct.params.protocol ?? '').toLowerCase());
+  return PKCS7_MIME.has(ct.mimeType) || (ct.mimeType === 'application/octet-stream' && /\.p7m$/i.test(ct.params.name ?? ''));
 }
 
 export type TopLevel = 'plain' | 'signed' | 'encrypted' | 'unreadable';
