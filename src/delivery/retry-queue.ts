@@ -68,16 +68,32 @@ export interface RetryQueueOptions {
 /** Minutes: 1, 5, 15, 30, then hourly up to about a day, a usual MTA schedule. */
 export const DEFAULT_DELAYS = [1, 5, 15, 30, ...Array(23).fill(60)].map((m: number) => m * 60_000);
 
+/**
+ * Write to a temporary name, fsync, rename. On failure (disk full) the temporary file goes again, so a
+ * full disk leaves neither half a file nor litter behind, and the error names the spool file.
+ */
 function writeDurably(path: string, data: Buffer | string): void {
   const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
-  const fd = openSync(tmp, 'wx', 0o600);
   try {
-    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      const buf = typeof data === 'string' ? Buffer.from(data) : data;
+      // writeSync may write less than asked (a full disk, a signal): loop until all is written or it throws.
+      for (let done = 0; done < buf.length; ) done += writeSync(fd, buf, done, buf.length - done);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new QueueError(`cannot write ${path}: ${(err as Error).message}`, { cause: err });
   }
-  renameSync(tmp, path);
+}
+
+/** A spool file could not be written or read (disk full, permissions, a corrupt state file). */
+export class QueueError extends Error {
+  override name = 'QueueError';
 }
 
 function fsyncDir(dir: string): void {
@@ -94,6 +110,8 @@ export class RetryQueue {
   private readonly now: () => number;
   private running?: Promise<void>;
   private timer?: NodeJS.Timeout;
+  /** An item became due while a run was going on: run again when it ends. */
+  private again = false;
 
   constructor(private readonly opts: RetryQueueOptions) {
     this.delays = opts.delays ?? DEFAULT_DELAYS;
@@ -107,7 +125,15 @@ export class RetryQueue {
     const item = this.newItem(entry);
     // The message first: a state file always has its message.
     writeDurably(this.path(item.id, 'eml'), message);
-    this.save(item);
+    try {
+      this.save(item);
+    } catch (err) {
+      // Not queued after all (the caller must not report it delivered): no message without its state file.
+      rmSync(this.path(item.id, 'eml'), { force: true });
+      throw err;
+    }
+    // Due now (a first delay of 0) and the queue is running: try it right away, not at the next tick.
+    if (this.timer && item.nextAttempt <= this.now()) this.kick();
     return item;
   }
 
@@ -118,25 +144,45 @@ export class RetryQueue {
     this.bounce(item, message, entry.recipients.filter((r) => replies.has(r.address)), replies);
   }
 
-  /** Every item in the spool, oldest first. */
+  /**
+   * Every item in the spool, oldest first. A state file that cannot be read or parsed is skipped and
+   * reported (onError), never deleted: one bad file must not stop the others, and its message stays for
+   * an administrator.
+   */
   list(): QueueItem[] {
-    return readdirSync(this.opts.dir)
-      .filter((f) => f.endsWith('.json'))
-      .sort()
-      .map((f) => JSON.parse(readFileSync(join(this.opts.dir, f), 'utf8')) as QueueItem);
+    const items: QueueItem[] = [];
+    for (const f of readdirSync(this.opts.dir).filter((name) => name.endsWith('.json')).sort()) {
+      try {
+        items.push(JSON.parse(readFileSync(join(this.opts.dir, f), 'utf8')) as QueueItem);
+      } catch (err) {
+        this.opts.onError?.(new QueueError(`skipping unreadable queue item ${join(this.opts.dir, f)}: ${(err as Error).message}`));
+      }
+    }
+    return items;
   }
 
   /** Try every item that is due; never runs twice at once. */
   runDue(): Promise<void> {
-    this.running ??= this.runAll().finally(() => (this.running = undefined));
+    this.running ??= this.runAll().finally(() => {
+      this.running = undefined;
+      if (this.again) {
+        this.again = false;
+        this.kick();
+      }
+    });
     return this.running;
   }
 
-  /** Run due items every intervalMs until stop(); the timer does not keep the process alive. */
+  /**
+   * Run due items now (a restarted gateway resumes its queue at once) and every intervalMs until stop();
+   * the timer does not keep the process alive.
+   */
   start(intervalMs = 30_000): void {
-    this.timer ??= setInterval(() => {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
       this.runDue().catch((err: Error) => this.opts.onError?.(err));
     }, intervalMs).unref();
+    this.kick();
   }
 
   async stop(): Promise<void> {
@@ -145,8 +191,29 @@ export class RetryQueue {
     await this.running;
   }
 
+  /** A run soon, or one more right after the current run (which may have listed the spool already). */
+  private kick(): void {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    setImmediate(() => {
+      if (this.timer) this.runDue().catch((err: Error) => this.opts.onError?.(err));
+    }).unref();
+  }
+
+  /** Every due item is tried even when another fails (disk full, message file gone); the first error is thrown after. */
   private async runAll(): Promise<void> {
-    for (const item of this.list().filter((i) => i.nextAttempt <= this.now())) await this.attempt(item);
+    let first: Error | undefined;
+    for (const item of this.list().filter((i) => i.nextAttempt <= this.now())) {
+      try {
+        await this.attempt(item);
+      } catch (err) {
+        first ??= err as Error;
+        if (first !== err) this.opts.onError?.(err as Error);
+      }
+    }
+    if (first) throw first;
   }
 
   private async attempt(item: QueueItem): Promise<void> {

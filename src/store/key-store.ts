@@ -18,11 +18,11 @@ import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { Certificate, normaliseAddress } from '../pki/certificate';
 import type { Credentials } from '../pki/keys';
+import { StoreError } from './errors';
+import { checkDataFile } from './file-check';
 import { deriveKek, newKdfParams, seal, unseal, type KdfParams, type Sealed } from './seal';
 
-export class StoreError extends Error {
-  override name = 'StoreError';
-}
+export { StoreError };
 
 /** gateway: a remote domain's gateway (indexed by domain); user/remote: local/remote users (by address); ca: trust anchor. */
 export type CertificateRole = 'gateway' | 'user' | 'remote' | 'ca';
@@ -131,6 +131,8 @@ export class KeyStore {
     const dataFile = join(dir, DATA_FILE);
     if (readOnly && !existsSync(dataFile)) throw new StoreError(`no key store at ${dir} (run cstp init)`);
     if (!readOnly) prepareFiles(dir, dataFile);
+    // LMDB dies of SIGSEGV/SIGBUS on a damaged header or a truncated file: say so instead.
+    checkDataFile(dataFile, dir);
     let root: RootDatabase;
     try {
       root = open({ path: dataFile, noSubdir: true, maxDbs: 16, readOnly });
@@ -365,7 +367,11 @@ export class KeyStore {
   /** Runs `action` in one write transaction; LMDB serialises it against other processes. */
   private write<T>(action: () => T): T {
     if (this.readOnly) throw new StoreError(`key store ${this.path} is open read-only`);
-    return this.root.transactionSync(action);
+    try {
+      return this.root.transactionSync(action);
+    } catch (e) {
+      throw ioError(e, `cannot write to key store ${this.path}`);
+    }
   }
 
   /** Moves reads to the newest committed snapshot, so writes by other processes are seen at once. */
@@ -438,6 +444,19 @@ export class KeyStore {
     this.db.certs.removeSync(certKey(fingerprint, role));
     return true;
   }
+}
+
+/**
+ * LMDB reports a failed write or read of its file (disk full, I/O error, permissions) as an Error with a
+ * numeric errno and a long text ("No space left on device: Attempting to write page at position ..."). That
+ * becomes a StoreError naming the store and the system's reason; nothing was committed. Other errors (ours,
+ * e.g. a StoreError from inside a transaction) pass unchanged.
+ */
+function ioError(e: unknown, what: string): unknown {
+  const err = e as NodeJS.ErrnoException & { code?: unknown };
+  if (e instanceof StoreError || !(e instanceof Error) || typeof err.code !== 'number') return e;
+  const reason = err.message.split(':')[0].trim() || `error ${err.code}`;
+  return new StoreError(`${what}: ${reason}`, { cause: e });
 }
 
 // ---------------------------------------------------------------------------
