@@ -21,7 +21,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { paperCert, paperKey } from '../test/policy/paper-pki';
 import { cpuSeconds, dataPayload, median, percentile, rssMb, sendOne, smtpSource, smtpSourceCommand, steadyLatency } from './gateway/load';
-import { sinkDumps, startCstp, startPipeFilter, startRelay, startSink, type Server, type SpawnOptions } from './gateway/systems';
+import { sinkDumps, startAll, startCstp, startPipeFilter, startRelay, startSink, type Server, type SpawnOptions } from './gateway/systems';
 
 const QUICK = process.env.CSTP_BENCH_QUICK === '1';
 const ROUNDS = Number(process.env.CSTP_BENCH_ROUNDS ?? (QUICK ? 1 : 5));
@@ -122,7 +122,7 @@ async function main(): Promise<void> {
   }
 
   const cstpOpts: SpawnOptions = PROFILE ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] } : {};
-  const [sink, captureSink] = await Promise.all([startSink(), startSink(dumpDir)]);
+  const [sink, captureSink] = await startAll<[Server, Server]>([startSink(), startSink(dumpDir)]);
   const fillAmd = (s: import('../src/store/key-store').KeyStore): void => {
     s.putGatewayIdentity('amd', { key: paperKey('gw-amd'), cert: paperCert('gw-amd'), chain: [] });
     s.addCertificate(paperCert('gw-intel'), 'gateway', ['intel']);
@@ -134,13 +134,21 @@ async function main(): Promise<void> {
   const outboundIni = (next: number): string => `[policy]\nlocal_domains = amd\n[delivery]\nnext_hop = 127.0.0.1:${next}\n`;
   // Loopback clients are not intel's mail servers: everything reaching intel's gateway is inbound.
   const inboundIni = `[policy]\nlocal_networks = 10.99.0.0/16\nlocal_domains = intel\n[delivery]\nnext_hop = 127.0.0.1:${sink.port}\n`;
-  const started = await Promise.all([
-    startRelay(sink.port),
-    startCstp('cstp-out', outboundIni(sink.port), fillAmd, cstpOpts),
-    startCstp('cstp-in', inboundIni, fillIntel, cstpOpts),
-    startPipeFilter(sink.port, { signerCert: amd.cert, signerKey: amd.key, recipientCert: intel.cert }),
-    startCstp('cstp-capture', outboundIni(captureSink.port), fillAmd),
-  ]);
+  let started: [Server, Server, Server, Server, Server];
+  try {
+    started = await startAll<[Server, Server, Server, Server, Server]>([
+      startRelay(sink.port),
+      startCstp('cstp-out', outboundIni(sink.port), fillAmd, cstpOpts),
+      startCstp('cstp-in', inboundIni, fillIntel, cstpOpts),
+      startPipeFilter(sink.port, { signerCert: amd.cert, signerKey: amd.key, recipientCert: intel.cert }),
+      startCstp('cstp-capture', outboundIni(captureSink.port), fillAmd),
+    ]);
+  } catch (err) {
+    await Promise.all([sink.stop(), captureSink.stop()]);
+    rmSync(dumpDir, { recursive: true, force: true });
+    rmSync(work, { recursive: true, force: true });
+    throw err;
+  }
   const [relay, out, inb, pipe, capture] = started;
   const servers: Record<Sys, Server> = { a: relay, b: out, c: inb, d: pipe };
   const cleanup = async (): Promise<void> => {

@@ -67,7 +67,12 @@ export async function startSink(dumpDir?: string): Promise<Server> {
   const root = process.getuid?.() === 0 ? ['-u', 'nobody'] : [];
   const dump = dumpDir ? ['-d', `${dumpDir}/%M.`] : [];
   const child = spawn('smtp-sink', [...root, ...dump, '-m', '1000', `127.0.0.1:${port}`, '1024'], { stdio: 'ignore' });
-  await greets(port, 5000, () => child.exitCode !== null, 'smtp-sink');
+  try {
+    await greets(port, 5000, () => child.exitCode !== null, 'smtp-sink');
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
   return { name: 'smtp-sink', port, dir: dumpDir ?? '', child, log: '', pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
@@ -102,6 +107,7 @@ async function spawnHaraka(name: string, dir: string, port: number, opts: SpawnO
     await greets(port, 30_000, () => child.exitCode !== null, `${name} (log ${log}): ${safeRead(log).slice(-2000)}`);
   } catch (err) {
     child.kill('SIGKILL');
+    if (!process.env.CSTP_BENCH_KEEP) rmSync(dir, { recursive: true, force: true });
     throw err;
   }
   return {
@@ -194,4 +200,15 @@ export async function startCstp(name: string, ini: string, fill: (store: KeyStor
     await store.close();
   }
   return spawnHaraka(name, dir, port, opts);
+}
+
+/** Starts them all; when one fails, stops those that started (no process outlives the benchmark) and throws. */
+export async function startAll<T extends Server[]>(starts: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(starts as Promise<Server>[]);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.stop().catch(() => undefined) : undefined)));
+    throw failed.reason;
+  }
+  return settled.map((r) => (r as PromiseFulfilledResult<Server>).value) as T;
 }
