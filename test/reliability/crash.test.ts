@@ -67,6 +67,7 @@ async function runUnderKills(opts: {
   const started = Date.now();
   let gw = opts.gw;
   let stopping = false;
+  let aborted = false;
   let armed: { stage: Stage; fire: () => void } | undefined;
   const report: LoadReport = { acked: new Set(), attempts: 0, cutAfterDot: new Set(), failures: new Map() };
   const onStage = (s: Stage): void => {
@@ -81,7 +82,7 @@ async function runUnderKills(opts: {
     for (let n = 0; !stopping; n++) {
       const id = `${k}.${n}.${started}@crash.test`;
       const chunks = numberedMessage({ id, from: 'juro@amd', to: opts.to, size: 4096, parts: 4, headers: opts.headers });
-      for (let attempt = 0; ; attempt++) {
+      for (let attempt = 0; !aborted; attempt++) {
         assert.ok(attempt < 500, `message ${id} not accepted after 500 attempts`);
         report.attempts++;
         const r = await sendMail({ port: opts.inst.port, from: 'juro@amd', to: opts.to, chunks, chunkDelayMs: 3, onStage, timeoutMs: 60_000 });
@@ -101,7 +102,7 @@ async function runUnderKills(opts: {
     const kills: KillReport[] = [];
     for (let i = 0; i < opts.kills; i++) {
       // Let the load run (and the queue work) between kills.
-      await sleep(300 + Math.random() * 700);
+      await sleep(250 + Math.random() * 500);
       const target = opts.targets[i % opts.targets.length];
       const child = gw.child;
       const fire = (): void => {
@@ -142,7 +143,16 @@ async function runUnderKills(opts: {
   };
 
   const clients = Array.from({ length: CLIENTS }, (_, k) => client(k));
-  const kills = await killer();
+  let kills: KillReport[];
+  try {
+    kills = await killer();
+  } catch (err) {
+    // A restart failed: stop the clients too, so nothing runs on after the test.
+    aborted = true;
+    stopping = true;
+    await Promise.allSettled(clients);
+    throw err;
+  }
   // The last messages go through a gateway that stays up.
   await sleep(500);
   stopping = true;
