@@ -21,7 +21,7 @@ import { strict as assert } from 'node:assert';
 import { constants, createHash, publicEncrypt, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { children, header, octetString, parse, type Asn1Node } from '../../src/asn1/der';
-import { envelopeToBuffer } from '../../src/smime/cms/enveloped-data';
+import { envelopeToBuffer, openEnvelope } from '../../src/smime/cms/enveloped-data';
 import { signDetached, signEncapsulated } from '../../src/smime/cms/signed-data';
 import { encryptMessage, signAndEncryptMessage, signMessage } from '../../src/smime/message';
 import { base64Lines } from '../../src/smime/mime';
@@ -342,6 +342,52 @@ describe('security regressions through the gateway (inbound, intel)', () => {
       for (const l of lines) {
         const notable = Math.abs(l.shift) > Math.max(3, 0.25 * ref);
         assert.ok(!(notable && l.p < 1e-4), `${l.name}: median ${l.median.toFixed(2)} ms vs ${ref.toFixed(2)} ms, p=${l.p.toPrecision(3)}`);
+      }
+    });
+  });
+
+  describe('padding-oracle probe, engine level (no network: far more samples, a sharper view of the same code)', () => {
+    it('every class costs the same to reject as a well-padded wrong key', { timeout: 300_000 }, () => {
+      const rounds = Number(process.env.CSTP_ORACLE_ENGINE_ROUNDS ?? 300);
+      const der = envelopeToBuffer(Buffer.from(`Content-Type: text/plain\r\n\r\n${'x'.repeat(500)}\r\n`), [gwIntel]);
+      const classes = oracleClasses(der);
+      const names = Object.keys(classes);
+      const keys = [{ key: paperKey('gw-intel'), cert: gwIntel }];
+      const inputs = Object.fromEntries(names.map((c) => [c, Array.from({ length: 20 }, () => classes[c]())]));
+      const times: Record<string, number[]> = Object.fromEntries(names.map((c) => [c, []]));
+      const errors = new Map<string, Set<string>>(names.map((c) => [c, new Set()]));
+      for (let round = -20; round < rounds; round++) {
+        for (const name of [...names].sort(() => Math.random() - 0.5)) {
+          const input = inputs[name][(round + 20) % 20];
+          const t = process.hrtime.bigint();
+          try {
+            openEnvelope(input, keys);
+            errors.get(name)!.add('(opened)');
+          } catch (e) {
+            errors.get(name)!.add(`${(e as Error).name}: ${(e as Error).message}`);
+          }
+          if (round >= 0) times[name].push(Number(process.hrtime.bigint() - t) / 1e6);
+        }
+      }
+      const reference = 'valid-padding-wrong-key';
+      const ref = stats(times[reference]);
+      console.log(`padding-oracle probe, engine: ${rounds} rounds, openEnvelope time (ms), vs ${reference}:`);
+      for (const name of names) {
+        const st = stats(times[name]);
+        const mw = mannWhitney(times[name], times[reference]);
+        console.log(`  ${name.padEnd(29)} median ${st.median.toFixed(3)} IQR ${st.q1.toFixed(3)}-${st.q3.toFixed(3)} shift ${(st.median - ref.median).toFixed(3)} p=${mw.p.toPrecision(3)}; ${[...errors.get(name)!].join(' / ')}`);
+      }
+      // One error for every class (a random key very rarely opens CBC: "(opened)" may show up anywhere).
+      const failures = new Set(names.flatMap((c) => [...errors.get(c)!].filter((e) => e !== '(opened)')));
+      assert.deepEqual([...failures], ['DecryptionError: decryption failed: wrong key or corrupted message']);
+      // Every class runs one RSA operation, the unpad and the content decryption: alike in time. (A ciphertext
+      // longer than the modulus or above it, which OpenSSL refuses before any RSA operation, runs one on a dummy
+      // block: its length and value are public anyway, but it then tells nothing either.)
+      for (const name of names) {
+        const st = stats(times[name]);
+        const p = mannWhitney(times[name], times[reference]).p;
+        const notable = Math.abs(st.median - ref.median) > Math.max(0.3, 0.25 * ref.median);
+        assert.ok(!(notable && p < 1e-4), `${name}: median ${st.median.toFixed(3)} ms vs ${ref.median.toFixed(3)} ms, p=${p.toPrecision(3)}`);
       }
     });
   });

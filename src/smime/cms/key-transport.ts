@@ -74,8 +74,14 @@ function decryptPkcs1(privateKey: KeyObject, encryptedKey: Buffer, cekLength: nu
   try {
     block = privateDecrypt({ key: privateKey, padding: constants.RSA_NO_PADDING }, encryptedKey);
   } catch {
-    // Only the public ciphertext (length, value >= modulus) can make raw RSA fail.
+    // Only the public ciphertext (length, value >= modulus) can make raw RSA fail, before any RSA operation. The
+    // operation runs anyway, on a block that fits, so this failure takes as long as any other bad block.
     block = Buffer.alloc(0);
+    try {
+      privateDecrypt({ key: privateKey, padding: constants.RSA_NO_PADDING }, Buffer.alloc(modulusOctets(privateKey), 1).fill(0, 0, 1));
+    } catch {
+      // a key unusable for raw RSA fails on every block alike
+    }
   }
   return decodeKeyTransportBlock(block, modulusOctets(privateKey), cekLength);
 }
