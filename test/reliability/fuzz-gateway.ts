@@ -216,7 +216,11 @@ export type Outcome = 'delivered' | 'deferred' | 'rejected' | 'lost';
 export interface Checked {
   outcome: Outcome;
   problems: string[];
-  /** What reached the sink, for the outcome counts: encrypted, passed-encrypted, status-headers, unaltered. */
+  /**
+   * What reached the sink, for the counts: outbound encrypted (the gateway's envelope), passed-encrypted (the
+   * sender's own S/MIME), marker-in-sender-header (the sender put the marker in a header field, which stays
+   * outside any envelope), known:bare-cr-header-fold (see bareCrHeaderFold); inbound status-headers, unaltered.
+   */
   delivery?: string;
 }
 
