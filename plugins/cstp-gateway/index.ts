@@ -19,7 +19,6 @@ import {
   type Endpoint, type MailParams, type QueueItem, type RcptParams, type RouteMemory, type SmtpReply, type TlsState,
 } from '../../src/delivery';
 import { ensureGatewayIdentities } from '../../src/gateway/identities';
-import { GarbageMeter, metered } from '../../src/gateway/memory';
 import { secureMessage, secureSpooled, type Secured } from '../../src/gateway/securing';
 import { BodySpool, type SpooledMessage } from '../../src/smime/stream/spool';
 import type { MessageSource } from '../../src/delivery/smtp-client';
@@ -68,7 +67,6 @@ export const STREAM_ABOVE = 4 * 1024 * 1024;
 
 /** The body of a message being received: held (as Haraka's store holds it too) until it is large, then on disk. */
 interface Tap {
-  meter: GarbageMeter;
   inBody: boolean;
   held: Buffer[];
   heldBytes: number;
@@ -314,13 +312,10 @@ export function hook_data(this: Plugin, next: Next, connection: Connection): voi
 function tapData(tx: HarakaTransaction): void {
   const store = tx.message_stream;
   const original = store.add_line.bind(store);
-  const tap: Tap = { meter: new GarbageMeter(), inBody: false, held: [], heldBytes: 0 };
+  const tap: Tap = { inBody: false, held: [], heldBytes: 0 };
   taps.set(tx, tap);
   store.add_line = (line: Buffer): void => {
-    if (tap.spool) {
-      tap.meter.count(line.length);
-      return tap.spool.line(line);
-    }
+    if (tap.spool) return tap.spool.line(line);
     if (tap.inBody) {
       tap.held.push(line);
       tap.heldBytes += line.length;
@@ -379,7 +374,7 @@ async function prepare(tx: HarakaTransaction, connection: Connection, spool: Spo
     if (streamed) {
       return {
         plan: streamed.plan,
-        deliveries: streamed.deliveries.map((d) => ({ ...d, source: () => metered(d.message.chunks()) })),
+        deliveries: streamed.deliveries.map((d) => ({ ...d, source: () => d.message.chunks() })),
         original: spool.head,
       };
     }

@@ -4,7 +4,7 @@
  * large batches), and read back in pieces with positional reads as often as needed (SpooledMessage: each
  * delivery, relay fallback or retry reads it again from disk).
  */
-import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, unlinkSync, writevSync } from 'node:fs';
 import { canonicalize } from '../mime';
 
 const DOT = 0x2e;
@@ -123,12 +123,20 @@ export class BodySpool {
     removeFile(this.path);
   }
 
+  /** The batch in one gathering write (no copy into a batch buffer: the lines are written where they are). */
   private flush(): void {
-    if (this.batchLength === 0) return;
-    const data = this.batch.length === 1 ? this.batch[0] : Buffer.concat(this.batch, this.batchLength);
-    let off = 0;
-    while (off < data.length) off += writeSync(this.fd!, data, off, data.length - off);
-    this.written += data.length;
+    let pending = this.batch;
+    let left = this.batchLength;
+    while (left > 0) {
+      let n = writevSync(this.fd!, pending);
+      left -= n;
+      if (left === 0) break;
+      // A short write: continue after what was written.
+      let i = 0;
+      while (n >= pending[i].length) n -= pending[i++].length;
+      pending = [pending[i].subarray(n), ...pending.slice(i + 1)];
+    }
+    this.written += this.batchLength;
     this.batch = [];
     this.batchLength = 0;
   }
