@@ -118,7 +118,8 @@ export function register(this: Plugin): void {
   policy = resolvePolicyConfig(policySettings(config));
   delivery = deliverySettings(config, dir);
   try {
-    store = KeyStore.open({ path: instancePath(dir, config.store.path), passphrase: storePassphrase(dir) });
+    // verify: damaged data pages are a startup error here, not a crash on the first message.
+    store = KeyStore.open({ path: instancePath(dir, config.store.path), passphrase: storePassphrase(dir), verify: true });
     for (const domain of ensureGatewayIdentities(store, policy.localDomains)) {
       this.loginfo(`generated a gateway identity for ${domain}: ${store.gatewayIdentity(domain)?.cert.fingerprint}`);
     }

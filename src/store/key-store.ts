@@ -19,7 +19,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { Certificate, normaliseAddress } from '../pki/certificate';
 import type { Credentials } from '../pki/keys';
 import { StoreError } from './errors';
-import { checkDataFile } from './file-check';
+import { checkDataFile, probeDataFile } from './file-check';
 import { deriveKek, newKdfParams, seal, unseal, type KdfParams, type Sealed } from './seal';
 
 export { StoreError };
@@ -36,6 +36,11 @@ export interface KeyStoreOptions {
   passphrase: string;
   /** Opens an existing store without write access (worker processes that only look up). */
   readOnly?: boolean;
+  /**
+   * Read every record in a child process first (probeDataFile), so damaged data pages are a StoreError here
+   * rather than a crash later; for a long-running process's startup (the gateway).
+   */
+  verify?: boolean;
 }
 
 export interface StoredCertificate {
@@ -132,7 +137,8 @@ export class KeyStore {
     if (readOnly && !existsSync(dataFile)) throw new StoreError(`no key store at ${dir} (run cstp init)`);
     if (!readOnly) prepareFiles(dir, dataFile);
     // LMDB dies of SIGSEGV/SIGBUS on a damaged header or a truncated file: say so instead.
-    checkDataFile(dataFile, dir);
+    const databases = checkDataFile(dataFile, dir);
+    if (opts.verify && databases > 0) probeDataFile(dataFile, dir, DATABASE_NAMES, databases);
     let root: RootDatabase;
     try {
       root = open({ path: dataFile, noSubdir: true, maxDbs: 16, readOnly });

@@ -78,6 +78,20 @@ describe('a key store that cannot be opened stops the gateway at startup, saying
     assert.match(r.stderr, /is damaged: .*is truncated/);
   });
 
+  it('damaged data pages behind intact meta pages: exit 78, "damaged" (the gateway died of SIGSEGV here)', async () => {
+    const inst = await instance();
+    const file = join(inst.dir, 'var', 'store', 'store.mdb');
+    const data = readFileSync(file);
+    // Pages 0 and 1 are the meta pages; everything after them becomes noise.
+    for (let i = 8192; i < data.length; i++) data[i] = (i * 7) & 0xff;
+    writeFileSync(file, data);
+    const r = await refusesToStart(inst.dir);
+    assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
+    assert.equal(r.code, 78, r.stderr);
+    assert.match(r.stderr, /cstp: cannot open the key store: key store .* is damaged: /);
+    assert.equal(r.listened, false);
+  });
+
   it('a wrong passphrase: exit 78, "wrong passphrase for key store", the passphrase not shown', async () => {
     const inst = await instance();
     writeFileSync(join(inst.dir, 'var', 'store.passphrase'), 'not the passphrase\n', { mode: 0o600 });
