@@ -292,6 +292,22 @@ function classify(entity: Entity): Layer {
 }
 
 /**
+ * Decoded CMS layers by the canonical message they were read from: the gateway asks what a message is
+ * (topLevel), whom it is for (addressedTo) and then unwraps it, and each would otherwise decode the whole
+ * base64 body again (for a 100 MB message, 100 MB of garbage and a second apiece each time).
+ */
+const decoded = new WeakMap<Buffer, Layer>();
+
+/** classify() of the message `canonical`, decoded once per message Buffer. */
+function classifyMessage(canonical: Buffer, entity: Entity = parseEntity(canonical)): Layer {
+  const known = decoded.get(canonical);
+  if (known) return known;
+  const layer = classify(entity);
+  if (layer.kind === 'cms') decoded.set(canonical, layer);
+  return layer;
+}
+
+/**
  * Whether a header section makes the body an S/MIME object that classify() would open (the Content-Type
  * alone decides; the body is not looked at). False means topLevel() is 'plain'.
  */
@@ -307,7 +323,7 @@ export type TopLevel = 'plain' | 'signed' | 'encrypted' | 'unreadable';
 export function topLevel(message: Buffer): TopLevel {
   let layer: Layer;
   try {
-    layer = classify(parseEntity(canonicalize(message)));
+    layer = classifyMessage(canonicalize(message));
   } catch {
     return 'unreadable';
   }
@@ -322,7 +338,7 @@ export function topLevel(message: Buffer): TopLevel {
  */
 export function addressedTo(message: Buffer, certs: Certificate[]): Certificate[] {
   try {
-    const layer = classify(parseEntity(canonicalize(message)));
+    const layer = classifyMessage(canonicalize(message));
     if (layer.kind !== 'cms' || (layer.contentType !== OID.envelopedData && layer.contentType !== OID.authEnvelopedData)) return certs;
     return envelopeRecipients(layer.der, certs);
   } catch {
@@ -513,7 +529,8 @@ export function unwrapMessage(input: Buffer, opts: UnwrapOptions): UnwrappedMess
   let current = canonicalize(input);
   for (;;) {
     const entity = parseEntity(current);
-    const layer = classify(entity);
+    const layer = classifyMessage(current, entity);
+    decoded.delete(current); // the decoded layer lives no longer than this step needs it
     if (layer.kind === 'plain') break;
     if (layers.length >= maxDepth) throw new SmimeError(`S/MIME nesting deeper than ${maxDepth} layers`);
     if (layer.kind === 'multipart-signed') {
