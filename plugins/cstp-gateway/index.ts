@@ -68,6 +68,8 @@ export const STREAM_ABOVE = 4 * 1024 * 1024;
 /** The body of a message being received: held (as Haraka's store holds it too) until it is large, then on disk. */
 interface Tap {
   inBody: boolean;
+  /** A CR not followed by LF in the header section (see hasBareCr). */
+  bareCrInHeader?: boolean;
   held: Buffer[];
   heldBytes: number;
   spool?: BodySpool;
@@ -329,9 +331,21 @@ function tapData(tx: HarakaTransaction): void {
       }
     } else if (tx.found_hb_sep) {
       tap.inBody = true; // this line is the empty line that ends the header section
+    } else if (hasBareCr(line)) {
+      tap.bareCrInHeader = true;
     }
     original(line);
   };
+}
+
+/**
+ * Whether a line (as Haraka splits DATA: at LF) holds a CR that does not end it. RFC 5322 forbids a bare CR;
+ * in the header section Haraka rewrites it as a fold when it adds its Received field, so the text after it would
+ * join an outer header field, which S/MIME leaves in plaintext (found by the gateway fuzzer).
+ */
+function hasBareCr(line: Buffer): boolean {
+  const cr = line.indexOf(0x0d);
+  return cr >= 0 && cr < line.length - 2;
 }
 
 /** The spooled message of a large transaction (header section from Haraka, body from disk), else undefined. */
@@ -393,6 +407,13 @@ export function hook_data_post(this: Plugin, next: Next, connection: Connection)
   const tx = connection.transaction as HarakaTransaction | null;
   const state = tx && states.get(tx);
   if (!tx || !state) return next(codes.denysoft, '4.3.0 cstp: no upstream transaction');
+  if (taps.get(tx)?.bareCrInHeader) {
+    // Refused before anything is secured or sent: the header cannot be kept as the sender wrote it.
+    abortTap(tx);
+    state.upstream.close();
+    states.delete(tx);
+    return next(codes.deny, dsnOf(localReply(554, '5.6.0', 'cstp: bare CR in the header section (RFC 5322 2.2); nothing was sent')) as unknown as string);
+  }
   processMessage(this, connection, tx, state).then(
     (reply) => {
       if (isPositive(reply)) {
