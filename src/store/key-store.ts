@@ -109,6 +109,9 @@ interface Databases {
   capabilities: Database<CapabilitiesRecord, string>;
 }
 
+/** How often unchanged peer capabilities are written again (their timestamp says when they were last seen). */
+const CAPABILITIES_REFRESH_MS = 24 * 3600 * 1000;
+
 const DATABASE_NAMES: (keyof Databases)[] = ['meta', 'identities', 'userKeys', 'certs', 'certIndex', 'untrusted', 'routes', 'capabilities'];
 
 export class KeyStore {
@@ -363,9 +366,16 @@ export class KeyStore {
     return r && { der: Buffer.from(r.der, 'base64'), at: new Date(r.at) };
   }
 
-  /** Only for capabilities from a verified signature: they choose the cipher used toward the peer. */
+  /**
+   * Only for capabilities from a verified signature: they choose the cipher used toward the peer. Unchanged
+   * capabilities are written again at most once a day: every inbound signed message reports them, and a
+   * synchronous commit per message was a third of the inbound time (docs/BENCHMARKS.md).
+   */
   setCapabilities(address: string, der: Buffer, at = new Date()): void {
-    this.write(() => this.db.capabilities.putSync(normaliseAddress(address), { der: der.toString('base64'), at: at.toISOString() }));
+    const key = normaliseAddress(address);
+    const known = this.capabilities(key);
+    if (known && known.der.equals(der) && at.getTime() - known.at.getTime() < CAPABILITIES_REFRESH_MS && at >= known.at) return;
+    this.write(() => this.db.capabilities.putSync(key, { der: der.toString('base64'), at: at.toISOString() }));
   }
 
   // -------------------------------------------------------------------------

@@ -258,6 +258,17 @@ test('route memory and peer capabilities', () => {
   const got = s.capabilities('julia@intel.example')!;
   assert.ok(got.der.equals(caps));
   assert.deepEqual(got.at, at);
+
+  // The same capabilities within a day are not written again; a change, or a day later, is.
+  const hourLater = new Date(at.getTime() + 3600_000);
+  s.setCapabilities('julia@intel.example', caps, hourLater);
+  assert.deepEqual(s.capabilities('julia@intel.example')!.at, at);
+  const other = Buffer.from('300b300906072a864886f70d0307ff', 'hex');
+  s.setCapabilities('julia@intel.example', other, hourLater);
+  assert.ok(s.capabilities('julia@intel.example')!.der.equals(other));
+  const dayLater = new Date(hourLater.getTime() + 25 * 3600_000);
+  s.setCapabilities('julia@intel.example', other, dayLater);
+  assert.deepEqual(s.capabilities('julia@intel.example')!.at, dayLater);
 });
 
 test('a second process sees what this one wrote, and this one sees its writes', () => {
