@@ -90,7 +90,7 @@ async function runUnderKills(opts: {
           report.acked.add(id);
           break;
         }
-        const why = r.broken ? `cut at ${r.stage}` : `${r.code} at ${r.stage}`;
+        const why = r.broken ? `cut at ${r.stage}` : `${r.code} at ${r.stage} (${r.text.split('\n')[0].slice(4, 70)})`;
         report.failures.set(why, (report.failures.get(why) ?? 0) + 1);
         if (r.stage === 'dot' && r.broken) report.cutAfterDot.add(id);
         await sleep(r.broken ? 100 : 200);
