@@ -66,14 +66,22 @@ export function secureMessage(input: SecureInput, config: PolicyConfig, store: K
     sender: input.sender,
     recipients: input.recipients,
     message: facts,
-    decryptionKeys: facts.encrypted ? keysAddressed(input.message, heldKeys(store, input.recipients)) : [],
+    decryptionKeys: decryptionKeysFor(input.message, facts, store, input.recipients),
     now,
   }, config, lookups);
   const deliveries = plan.deliveries.map((d) => transform(d, input, store, now));
   return { plan, deliveries };
 }
 
-/** Only keys the envelope names: a message for Julia's own key passes intel's gateway untouched. */
+/**
+ * Encrypted on the outside: only keys its envelope names (a message for Julia's own key passes intel's gateway
+ * untouched). Signed on the outside: the held keys of the recipients, for an encrypted layer inside.
+ */
+function decryptionKeysFor(message: Buffer, facts: MessageFacts, store: KeyStore, recipients: readonly string[]): HeldKey[] {
+  if (facts.encrypted) return keysAddressed(message, heldKeys(store, recipients));
+  return facts.signed ? heldKeys(store, recipients) : [];
+}
+
 function keysAddressed(message: Buffer, held: HeldKey[]): HeldKey[] {
   const named = new Set(addressedTo(message, held.map((k) => k.cert)).map((c) => c.fingerprint));
   return held.filter((k) => named.has(k.cert.fingerprint));

@@ -358,10 +358,14 @@ function planInbound(input: PolicyInput): Outcome {
   const whole = (transformation: Transformation): Outcome => ({
     deliveries: routed([{ recipients, transformation, stripStatusHeaders: true }]), refused: [], findings: [], notes: [],
   });
-  if (!input.message.encrypted) {
-    return whole(input.message.signed ? { kind: 'unwrap', keys: [] } : { kind: 'unaltered', reason: 'not S/MIME' });
-  }
   const keysFor = (r: string): HeldKey[] => (input.decryptionKeys ?? []).filter((k) => keyCovers(k, r));
+  if (!input.message.encrypted) {
+    if (!input.message.signed) return whole({ kind: 'unaltered', reason: 'not S/MIME' });
+    // Signed on the outside (encrypt-then-sign): an encrypted layer inside may be for a key held here. Offered
+    // are only keys that cover every recipient, so no recipient reads what only another's key would open.
+    const keys = uniqueKeys(recipients.flatMap(keysFor)).filter((k) => recipients.every((r) => keyCovers(k, r)));
+    return whole({ kind: 'unwrap', keys });
+  }
   const openable = recipients.filter((r) => keysFor(r).length > 0);
   const closed = recipients.filter((r) => keysFor(r).length === 0);
   const deliveries: Omit<Delivery, 'route'>[] = [];

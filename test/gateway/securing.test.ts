@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { messageFacts, secureMessage } from '../../src/gateway/securing';
 import { resolvePolicyConfig } from '../../src/policy/config';
-import { unwrapMessage, verifyMessage } from '../../src/smime/message';
+import { encryptMessage, signMessage, unwrapMessage, verifyMessage } from '../../src/smime/message';
 import { KeyStore } from '../../src/store/key-store';
 import { paperCert, paperKey } from '../policy/paper-pki';
 
@@ -96,6 +96,28 @@ test('inbound malformed S/MIME: delivered as it came, with one status header say
     assert.equal(text.match(/X-Cstp-Security/g)?.length, 1);
     assert.match(text, /^X-Cstp-Security: layer=1; type=smime; status=failed; reason="/);
     assert.ok(text.endsWith('MIIB\r\n'));
+  } finally {
+    await intel.close();
+  }
+});
+
+test('inbound encrypt-then-sign: the encrypted layer inside the signature is opened with the gateway key', async () => {
+  const intel = KeyStore.open({ path: join(dir, 'intel-ets'), passphrase: 'p' });
+  try {
+    intel.putGatewayIdentity('intel', { key: paperKey('gw-intel'), cert: paperCert('gw-intel'), chain: [] });
+    intel.addCertificate(paperCert('gw-amd'), 'gateway', ['amd']);
+    const encrypted = Buffer.concat([...encryptMessage(MESSAGE, [paperCert('gw-intel')])]);
+    const signed = Buffer.concat([...signMessage(encrypted, { key: paperKey('gw-amd'), cert: paperCert('gw-amd'), chain: [] })]);
+    assert.deepEqual(messageFacts(signed), { encrypted: false, signed: true });
+    const config = resolvePolicyConfig({ localDomains: ['intel'], localNetworks: ['10.0.0.0/8'] });
+    const inbound = secureMessage({ clientIp: '192.0.2.1', sender: 'juro@amd', recipients: ['juro@intel'], message: signed }, config, intel);
+    const got = inbound.deliveries[0];
+    assert.match(got.action, /verify:good-trusted/);
+    assert.match(got.action, /decrypt:decrypted/);
+    assert.ok(got.message.includes('Hello.'));
+    // A recipient outside intel's domains is not covered by its key: the inner layer stays closed for everyone.
+    const mixed = secureMessage({ clientIp: '192.0.2.1', sender: 'juro@amd', recipients: ['juro@intel', 'x@elsewhere'], message: signed }, config, intel);
+    assert.ok(!mixed.deliveries[0].message.includes('Hello.'));
   } finally {
     await intel.close();
   }

@@ -54,3 +54,10 @@ test('inbound: a recipient given twice is delivered to once', () => {
   const plan = planMessage(inbound({ encrypted: false, signed: true }, ['juro@intel', 'juro@Intel']), intelConfig(), lookups({}));
   assert.deepEqual(plan.deliveries[0].recipients, ['juro@intel']);
 });
+
+test('inbound signed outside (encrypt-then-sign): keys covering every recipient are offered for the layers inside', () => {
+  const both = planMessage(inbound({ encrypted: false, signed: true }, ['juro@intel', 'julia@intel'], [gatewayKey, juliaKey]), intelConfig(), lookups({}));
+  assert.deepEqual(both.deliveries.map((d) => d.transformation), [{ kind: 'unwrap', keys: [gatewayKey] }]);
+  const julia = planMessage(inbound({ encrypted: false, signed: true }, ['julia@intel'], [gatewayKey, juliaKey]), intelConfig(), lookups({}));
+  assert.deepEqual(julia.deliveries.map((d) => d.transformation), [{ kind: 'unwrap', keys: [gatewayKey, juliaKey] }]);
+});
