@@ -1,6 +1,8 @@
 /** Gateways of the paper's example for the end-to-end tests: a Haraka instance with its own filled store. */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { toPem } from '../../src/pki/issue';
 import type { Credentials } from '../../src/pki/keys';
 import { KeyStore } from '../../src/store/key-store';
 import { paperCert, paperKey } from '../policy/paper-pki';
@@ -46,3 +48,17 @@ export const amdStore = (store: KeyStore): void => {
   store.addCertificate(paperCert('julia'), 'remote');
 };
 
+
+/** Writes the certificate and key of `name` as PEM files into `dir`, for the openssl command line. */
+export function paperPem(dir: string, name: PaperName): { cert: string; key: string } {
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  writeFileSync(cert, toPem('CERTIFICATE', paperCert(name).der));
+  writeFileSync(key, paperKey(name).export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+  return { cert, key };
+}
+
+/** The openssl command line on `input`; its output as latin1 (throws on a non-zero exit). */
+export function openssl(args: string[], input: string): string {
+  return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] }).toString('latin1');
+}

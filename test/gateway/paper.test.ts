@@ -14,13 +14,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { toPem } from '../../src/pki/issue';
 import { signMessage } from '../../src/smime/message';
 import { KeyStore } from '../../src/store/key-store';
 import { startSink, type Sink } from '../delivery/peers';
-import { paperCert, paperKey } from '../policy/paper-pki';
+import { paperCert } from '../policy/paper-pki';
 import { swaks } from './harness';
-import { amdStore, creds, PASS, startGateway, stop, type PaperName, type Running } from './paper-gateways';
+import { amdStore, creds, openssl, paperPem, PASS, startGateway, stop, type PaperName, type Running } from './paper-gateways';
 
 /** The message part of an smtp-sink dump, CRLF (the dump starts with smtp-sink's own X-* and Received lines). */
 function crlf(dump: string): string {
@@ -28,17 +27,7 @@ function crlf(dump: string): string {
 }
 
 const files = mkdtempSync(join(tmpdir(), 'cstp-paper-'));
-function pem(name: PaperName): { cert: string; key: string } {
-  const cert = join(files, `${name}.crt`);
-  const key = join(files, `${name}.key`);
-  writeFileSync(cert, toPem('CERTIFICATE', paperCert(name).der));
-  writeFileSync(key, paperKey(name).export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
-  return { cert, key };
-}
-
-function openssl(args: string[], input: string): string {
-  return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] }).toString('latin1');
-}
+const pem = (name: PaperName): { cert: string; key: string } => paperPem(files, name);
 
 describe("the paper's example on loopback", () => {
   let intelSink: Sink, wireSink: Sink, amdSink: Sink, rejectSink: Sink, dataSink: Sink;

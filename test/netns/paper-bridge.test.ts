@@ -20,10 +20,9 @@ import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { toPem } from '../../src/pki/issue';
 import { REPO } from '../gateway/harness';
-import { amdStore, creds, type PaperName } from '../gateway/paper-gateways';
-import { paperCert, paperKey } from '../policy/paper-pki';
+import { amdStore, creds, openssl, paperPem, type PaperName } from '../gateway/paper-gateways';
+import { paperCert } from '../policy/paper-pki';
 import { BridgeBox, CSTP_NET } from './bridge-gateway';
 import { Lab, netnsUnavailable } from './lab';
 import { count, tcpStreams, type TcpStream } from './paper/pcap';
@@ -110,17 +109,7 @@ describe("the paper's example across inline bridges, with real Postfix servers",
   let tcpdump: ChildProcess | undefined;
   const listeners: ChildProcess[] = [];
 
-  function pem(name: PaperName): { cert: string; key: string } {
-    const cert = join(files, `${name}.crt`);
-    const key = join(files, `${name}.key`);
-    writeFileSync(cert, toPem('CERTIFICATE', paperCert(name).der));
-    writeFileSync(key, paperKey(name).export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
-    return { cert, key };
-  }
-
-  function openssl(args: string[], input: string): string {
-    return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] }).toString('latin1');
-  }
+  const pem = (name: PaperName): { cert: string; key: string } => paperPem(files, name);
 
   /** Everything useful when an assertion fails. */
   function diag(): string {

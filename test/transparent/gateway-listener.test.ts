@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { HARAKA_BIN, makeInstance, removeInstance } from '../gateway/harness';
 import { Lab, netnsUnavailable } from '../netns/lab';
+import { divertInto } from './divert';
 
 /** The first reply line a client gets after connecting to host:25 from the client namespace. */
 const GREETING = (host: string): string =>
@@ -26,18 +27,7 @@ describe('the transparent listener of the gateway', { skip: netnsUnavailable() }
     await lab.addr('box', 'eth0', '192.0.2.1/24');
     await lab.addr('client', 'eth0', '192.0.2.2/24');
     await lab.exec('client', ['ip', 'route', 'add', '198.51.100.0/24', 'via', '192.0.2.1'], { check: true });
-    await lab.exec('box', ['ip', 'rule', 'add', 'fwmark', '1', 'lookup', '100'], { check: true });
-    await lab.exec('box', ['ip', 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100'], { check: true });
-    await lab.exec('box', ['nft', '-f', '-'], {
-      check: true,
-      input: `table inet t {
-  chain p { type filter hook prerouting priority mangle; policy accept;
-    meta l4proto tcp socket transparent 1 meta mark set 1 accept
-    meta l4proto tcp th dport 25 tproxy ip to :10025 meta mark set 1 accept
-  }
-}
-`,
-    });
+    await divertInto(lab, 'box', 'meta l4proto tcp th dport 25');
     dir = makeInstance(2525, '[transparent]\nlisten = 0.0.0.0:10025\n');
     const gw = lab.spawn('box', [process.execPath, HARAKA_BIN, '-c', dir], { cwd: dir, env: { ...process.env, CSTP_STORE_PASSPHRASE: 'listener test' } });
     gw.stdout!.on('data', (d: Buffer) => (out += d.toString()));

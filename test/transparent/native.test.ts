@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Lab, netnsUnavailable } from '../netns/lab';
+import { divertInto } from './divert';
 
 const PROBE = join(__dirname, 'fixtures', 'probe.js');
 const SERVER = `require('net').createServer((s) => s.on('error', () => {}).end('220 peer ' + s.remoteAddress + '\\r\\n')).listen(8025, '192.0.2.2', () => console.log('up'))`;
@@ -36,18 +37,7 @@ describe('transparent sockets (native addon)', { skip: netnsUnavailable([['setpr
     await lab.exec('server', ['ip', 'neigh', 'replace', '192.0.2.77', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent'], { check: true });
     await lab.exec('server', ['ip', 'route', 'add', '198.51.100.25/32', 'via', '192.0.2.1'], { check: true });
     // The box takes replies to its transparent sockets, and diverts TCP to 198.51.100.25:25 into port 10025.
-    await lab.exec('box', ['ip', 'rule', 'add', 'fwmark', '1', 'lookup', '100'], { check: true });
-    await lab.exec('box', ['ip', 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100'], { check: true });
-    await lab.exec('box', ['nft', '-f', '-'], {
-      check: true,
-      input: `table inet t {
-  chain p { type filter hook prerouting priority mangle; policy accept;
-    meta l4proto tcp socket transparent 1 meta mark set 1 accept
-    ip daddr 198.51.100.25 tcp dport 25 tproxy ip to :10025 meta mark set 1 accept
-  }
-}
-`,
-    });
+    await divertInto(lab, 'box', 'ip daddr 198.51.100.25 tcp dport 25');
     const server = lab.spawn('server', [process.execPath, '-e', SERVER]);
     await new Promise((ready) => server.stdout!.once('data', ready));
   });
