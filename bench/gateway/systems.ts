@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeyStore } from '../../src/store/key-store';
-import { freePort, HARAKA_BIN, makeInstance, REPO } from '../../test/gateway/harness';
+import { freePort, HARAKA_BIN, makeInstanceWithStore, REPO } from '../../test/gateway/harness';
 
 export interface Server {
   name: string;
@@ -190,15 +190,7 @@ const PASS = 'bench store passphrase';
 /** (b)/(c) the cstp gateway as configured in this repository, with `ini` as its cstp.ini and a filled store. */
 export async function startCstp(name: string, ini: string, fill: (store: KeyStore) => void, opts: SpawnOptions = {}): Promise<Server> {
   const port = await freePort();
-  const dir = makeInstance(port, `${ini}\n[store]\npath = var/store\npassphrase_file = var/store.passphrase\n`);
-  mkdirSync(join(dir, 'var'), { mode: 0o700 });
-  writeFileSync(join(dir, 'var', 'store.passphrase'), `${PASS}\n`, { mode: 0o600 });
-  const store = KeyStore.open({ path: join(dir, 'var', 'store'), passphrase: PASS });
-  try {
-    fill(store);
-  } finally {
-    await store.close();
-  }
+  const dir = await makeInstanceWithStore(port, ini, PASS, fill);
   return spawnHaraka(name, dir, port, opts);
 }
 

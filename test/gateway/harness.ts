@@ -3,10 +3,11 @@
  * repository's config/ and a link to its plugins/, started as `haraka -c DIR` on a free loopback port.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { KeyStore } from '../../src/store/key-store';
 
 export const REPO = resolve(__dirname, '..', '..', '..');
 export const HARAKA_BIN = join(REPO, 'node_modules', 'haraka', 'bin', 'haraka');
@@ -33,6 +34,23 @@ export function makeInstance(port: number, cstpIni?: string): string {
   const smtpIni = join(dir, 'config', 'smtp.ini');
   writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^listen=.*$/m, `listen=127.0.0.1:${port}`));
   if (cstpIni !== undefined) writeFileSync(join(dir, 'config', 'cstp.ini'), cstpIni);
+  return dir;
+}
+
+/**
+ * An instance whose cstp.ini is `ini` plus a [store] in var/ (passphrase file 0600), the store filled by `fill`
+ * before the gateway starts (LMDB is then opened by the gateway alone).
+ */
+export async function makeInstanceWithStore(port: number, ini: string, passphrase: string, fill: (store: KeyStore) => void): Promise<string> {
+  const dir = makeInstance(port, `${ini}\n[store]\npath = var/store\npassphrase_file = var/store.passphrase\n`);
+  mkdirSync(join(dir, 'var'), { mode: 0o700 });
+  writeFileSync(join(dir, 'var', 'store.passphrase'), `${passphrase}\n`, { mode: 0o600 });
+  const store = KeyStore.open({ path: join(dir, 'var', 'store'), passphrase });
+  try {
+    fill(store);
+  } finally {
+    await store.close();
+  }
   return dir;
 }
 

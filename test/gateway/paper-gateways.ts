@@ -1,12 +1,12 @@
 /** Gateways of the paper's example for the end-to-end tests: a Haraka instance with its own filled store. */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { toPem } from '../../src/pki/issue';
 import type { Credentials } from '../../src/pki/keys';
 import { KeyStore } from '../../src/store/key-store';
 import { paperCert, paperKey } from '../policy/paper-pki';
-import { freePort, listening, makeInstance, removeInstance, spawnGateway, stopGateway, type Gateway } from './harness';
+import { freePort, listening, makeInstanceWithStore, removeInstance, spawnGateway, stopGateway, type Gateway } from './harness';
 
 export const PASS = 'paper example passphrase';
 export type PaperName = Parameters<typeof paperCert>[0];
@@ -21,15 +21,7 @@ export interface Running {
 /** An instance with its cstp.ini and a store filled by `fill`, started and listening. */
 export async function startGateway(ini: string, fill: (store: KeyStore) => void): Promise<Running> {
   const port = await freePort();
-  const dir = makeInstance(port, `${ini}\n[store]\npath = var/store\npassphrase_file = var/store.passphrase\n`);
-  mkdirSync(join(dir, 'var'), { mode: 0o700 });
-  writeFileSync(join(dir, 'var', 'store.passphrase'), `${PASS}\n`, { mode: 0o600 });
-  const store = KeyStore.open({ path: join(dir, 'var', 'store'), passphrase: PASS });
-  try {
-    fill(store);
-  } finally {
-    await store.close();
-  }
+  const dir = await makeInstanceWithStore(port, ini, PASS, fill);
   const gw = spawnGateway(dir);
   await listening(gw, 20_000);
   return { port, dir, gw };
