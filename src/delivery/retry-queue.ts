@@ -7,7 +7,8 @@
  *
  * Items are retried with backoff; recipients that fail permanently, or still fail when the delays
  * are used up, get an RFC 3464 delivery status notification queued to the sender via the
- * configured bounce route. One runner per spool directory (no cross-process locking).
+ * configured bounce route. Any process may enqueue; exactly one per spool directory runs the queue (start()):
+ * the only process, or the cluster master (plugins/cstp-gateway), so no cross-process locking is needed.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
@@ -117,7 +118,6 @@ export class RetryQueue {
     this.delays = opts.delays ?? DEFAULT_DELAYS;
     this.now = opts.now ?? Date.now;
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 }); // messages are private mail
-    this.dropIncomplete();
   }
 
   /** Store a failed part durably; it is tried again after the first delay. */
@@ -174,11 +174,13 @@ export class RetryQueue {
   }
 
   /**
-   * Run due items now (a restarted gateway resumes its queue at once) and every intervalMs until stop();
-   * the timer does not keep the process alive.
+   * Make this process the queue's runner: drop what a crash left half-written (only the runner may: another
+   * process could be writing an item right now), run due items now (a restarted gateway resumes its queue at
+   * once) and every intervalMs until stop(); the timer does not keep the process alive.
    */
   start(intervalMs = 30_000): void {
     if (this.timer) return;
+    this.dropIncomplete();
     this.timer = setInterval(() => {
       this.runDue().catch((err: Error) => this.opts.onError?.(err));
     }, intervalMs).unref();

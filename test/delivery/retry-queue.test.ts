@@ -46,8 +46,11 @@ describe('RetryQueue (durable spool, retries, DSN bounces) against smtp-sink', (
       { from: 'a@a.example', mailParams: { ret: 'HDRS' }, recipients: [{ address: 'b@b.example', params: { notify: ['FAILURE'] } }], destination: at(sink.port) },
       MESSAGE,
     );
-    writeFileSync(join(dir, 'half-written.eml'), 'crash leftover'); // a message without state: dropped
+    writeFileSync(join(dir, 'half-written.eml'), 'crash leftover'); // a message without state: dropped by the runner
     const second = queue({}, dir);
+    assert.ok(readdirSync(dir).includes('half-written.eml'), 'a process that only enqueues leaves other writers alone');
+    second.start();
+    assert.ok(!readdirSync(dir).includes('half-written.eml'));
     assert.equal(second.list().length, 1);
     await second.runDue();
     assert.equal(second.list().length, 1, 'not due yet');
@@ -55,6 +58,7 @@ describe('RetryQueue (durable spool, retries, DSN bounces) against smtp-sink', (
     await second.runDue();
     assert.deepEqual(second.list(), []);
     assert.deepEqual(readdirSync(dir), []);
+    await second.stop();
     const [dump] = await sink.next(1);
     assert.match(dump, /^X-Rcpt-Args: <b@b\.example> NOTIFY=FAILURE$/m);
     assert.match(dump, /\n\.leading dot\nbody\n/);
