@@ -14,6 +14,8 @@ import { listenFds } from '../../src/transparent/systemd';
 import { codes, gatewayConfig, type Connection, type Next, type Plugin } from '../haraka';
 
 interface HarakaServer {
+  /** Set when Haraka runs as a cluster (smtp.ini nodes > 0). */
+  cluster?: unknown;
   cfg: { main: { inactivity_timeout?: number } };
   get_smtp_server(ep: { port: number }, inactivityTimeout: number): Promise<NetServer>;
 }
@@ -38,7 +40,14 @@ function listeners(): { fds: number[]; origin: string } {
   return { fds: [listenTransparent(match[1] ?? match[2], Number(match[3]))], origin: `[transparent] listen = ${listen}` };
 }
 
-// Runs once Haraka's own listeners are up (nodes=0: the only process).
+/**
+ * The diverted-connection descriptors a cluster master hands its workers (in their environment, as cluster.fork
+ * copies it). A worker that listens on one asks the master, which accepts on it and passes each connection on
+ * (Node cluster's round-robin), so every worker serves diverted connections.
+ */
+const WORKER_FDS = 'CSTP_TRANSPARENT_FDS';
+
+// Runs in the only process (nodes=0), once Haraka's own listeners are up, or in the cluster master before it forks.
 export function hook_init_master(this: Plugin, next: Next, server: HarakaServer): void {
   let found: { fds: number[]; origin: string };
   try {
@@ -47,8 +56,28 @@ export function hook_init_master(this: Plugin, next: Next, server: HarakaServer)
     return next(codes.deny, `cstp-transparent: cannot accept diverted connections: ${(err as Error).message}`);
   }
   if (found.fds.length === 0) return next();
+  if (server.cluster) {
+    process.env[WORKER_FDS] = found.fds.join(',');
+    this.lognotice(`Diverted connections on fd ${found.fds.join(', ')} (${found.origin}), accepted for the workers`);
+    return next();
+  }
+  listenDiverted(this, server, found).then(() => next(), (err: Error) => next(codes.deny, `cstp-transparent: cannot accept diverted connections: ${err.message}`));
+}
+
+// Runs in each cluster worker.
+export function hook_init_child(this: Plugin, next: Next, server: HarakaServer): void {
+  const fds = (process.env[WORKER_FDS] ?? '').split(',').filter(Boolean).map(Number);
+  if (fds.length === 0) return next();
+  listenDiverted(this, server, { fds, origin: 'from the cluster master' }).then(
+    () => next(),
+    (err: Error) => next(codes.deny, `cstp-transparent: cannot accept diverted connections: ${err.message}`),
+  );
+}
+
+/** A Haraka SMTP server on each descriptor, its connections marked as diverted. */
+async function listenDiverted(plugin: Plugin, server: HarakaServer, found: { fds: number[]; origin: string }): Promise<void> {
   const timeoutMs = (server.cfg.main.inactivity_timeout ?? 300) * 1000;
-  Promise.all(
+  await Promise.all(
     found.fds.map(async (fd) => {
       const smtp = await server.get_smtp_server({ port: 0 }, timeoutMs);
       markDiverted(smtp);
@@ -61,11 +90,8 @@ export function hook_init_master(this: Plugin, next: Next, server: HarakaServer)
       });
       const addr = smtp.address();
       const where = addr && typeof addr === 'object' ? `${addr.address}:${addr.port}` : `fd ${fd}`;
-      this.lognotice(`Listening for diverted connections on ${where} (${found.origin})`);
+      plugin.lognotice(`Listening for diverted connections on ${where} (${found.origin})`);
     }),
-  ).then(
-    () => next(),
-    (err: Error) => next(codes.deny, `cstp-transparent: cannot accept diverted connections: ${err.message}`),
   );
 }
 
