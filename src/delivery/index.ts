@@ -29,3 +29,4 @@ export {
   type UpstreamOptions,
 } from './transaction';
 export { DEFAULT_DELAYS, makeDsn, RetryQueue, smtpSender, type QueueEntry, type QueueItem, type RetryQueueOptions, type Sender } from './retry-queue';
+export { InDoubtDeliveries, inDoubtKey, MAX_AGE_MS, type InDoubtRecord } from './in-doubt';
