@@ -40,7 +40,8 @@ export interface Transaction extends LogMethods {
 
 export interface Connection extends LogMethods {
   uuid: string;
-  remote: { ip: string; port: number };
+  /** closed: the client has closed or dropped the connection. */
+  remote: { ip: string; port: number; closed?: boolean };
   local: { ip: string; port: number };
   relaying: boolean;
   hello: { host: string | null };

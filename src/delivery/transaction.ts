@@ -220,6 +220,11 @@ export class UpstreamTransaction {
     return items;
   }
 
+  /** End without delivering: QUIT, so the destination forgets MAIL and RCPTs (nothing else is open before deliver). */
+  quit(): void {
+    void this.primary?.quit();
+  }
+
   /** Drop every connection (client went away, transaction reset). */
   close(): void {
     this.primary?.close();

@@ -21,6 +21,8 @@ export interface SendOptions {
   onStage?: (stage: Stage) => void;
   /** Whole transaction limit; the socket is dropped after it (a hung gateway is a result, not a hung test). */
   timeoutMs?: number;
+  /** Drop the connection right after the final dot, before its reply could be read (a network failure). */
+  cutAfterDot?: boolean;
 }
 
 export interface SendResult {
@@ -137,6 +139,11 @@ export function sendMail(opts: SendOptions): Promise<SendResult> {
         for (const [i, chunk] of opts.chunks.entries()) {
           if (i > 0 && opts.chunkDelayMs) await sleep(opts.chunkDelayMs);
           await write(stuff(chunk));
+        }
+        if (opts.cutAfterDot) {
+          enter('dot');
+          await write('.\r\n');
+          return finish({ broken: true, text: 'cut by the client after the final dot' });
         }
         const final = await command('.', 'dot');
         if (!final) return ended(final);
