@@ -40,8 +40,7 @@ export interface Transaction extends LogMethods {
 
 export interface Connection extends LogMethods {
   uuid: string;
-  /** closed: the client has closed or dropped the connection. */
-  remote: { ip: string; port: number; closed?: boolean };
+  remote: { ip: string; port: number };
   local: { ip: string; port: number };
   relaying: boolean;
   hello: { host: string | null };
