@@ -29,6 +29,6 @@ export function hook_connect_init(this: Plugin, next: Next, connection: Connecti
   connection.notes.cstp_direction = direction;
   connection.results.add(this, { pass: direction });
   const verb = direction === 'outbound' ? 'is' : 'is not';
-  connection.loginfo(this, `direction ${direction}: client ${connection.remote.ip} ${verb} in local_networks`);
+  connection.lognotice(this, `direction ${direction}: client ${connection.remote.ip} ${verb} in local_networks`);
   next();
 }
