@@ -4,7 +4,10 @@
  *   (a) the same Haraka 3.3.4 as a plain synchronous relay (queue/smtp_forward, no cstp plugin, log level warn),
  *   (b) cstp outbound: sign + encrypt for a recipient whose gateway certificate is in the store,
  *   (c) cstp inbound: decrypt + verify of messages (b) produced,
- *   (d) a pipe filter running `openssl cms -sign | openssl cms -encrypt` per message (gpg-mailgate/Zeyple).
+ *   (d) a pipe filter running `openssl cms -sign | openssl cms -encrypt` per message (gpg-mailgate/Zeyple),
+ *   (e) the relay of (a) as a cluster with as many workers as cstp has (context: what a second core gives Haraka alone).
+ * (a) and (d) run as one process (nodes=0), the baselines issue 5 defines; cstp runs with CSTP_BENCH_NODES
+ * workers (default: one per core, as config/smtp.ini ships with nodes=cpus).
  * Throughput: the systems take turns in rounds (the order rotates each round), the figures are medians of the
  * rounds and the ratios medians of the per-round ratios: the machines are shared and noisy, ratios measured
  * in alternating rounds are what count. CPU per message is the system's own processes' utime+stime (openssl
@@ -33,18 +36,22 @@ const LATENCY_PER_ROUND = QUICK ? 60 : 100;
 const PROFILE = process.env.CSTP_BENCH_PROFILE;
 /** Which parts run: throughput, latency (default both). */
 const PARTS = (process.env.CSTP_BENCH_PARTS ?? 'throughput,latency').split(',');
+/** Haraka cluster workers of the cstp systems and of (e). */
+const NODES = Number(process.env.CSTP_BENCH_NODES ?? cpus().length);
 
-type Sys = 'a' | 'b' | 'c' | 'd';
+type Sys = 'a' | 'b' | 'c' | 'd' | 'e';
+const SYSTEMS: Sys[] = ['a', 'b', 'c', 'd', 'e'];
 const LABEL: Record<Sys, string> = {
   a: '(a) Haraka relay',
   b: '(b) cstp sign+encrypt',
   c: '(c) cstp decrypt+verify',
   d: '(d) openssl pipe filter',
+  e: `(e) relay, nodes=${NODES}`,
 };
 /** Messages per measurement: enough for several seconds of each system at its own pace. */
 const COUNT: Record<string, Record<Sys, number>> = QUICK
-  ? { '10k': { a: 300, b: 300, c: 150, d: 60 }, '1m': { a: 40, b: 40, c: 30, d: 20 } }
-  : { '10k': { a: 600, b: 600, c: 300, d: 120 }, '1m': { a: 60, b: 60, c: 40, d: 30 } };
+  ? { '10k': { a: 300, b: 300, c: 150, d: 60, e: 300 }, '1m': { a: 40, b: 40, c: 30, d: 20, e: 40 } }
+  : { '10k': { a: 600, b: 600, c: 300, d: 120, e: 600 }, '1m': { a: 60, b: 60, c: 40, d: 30, e: 60 } };
 const BYTES: Record<string, number> = { '10k': 10 * 1024, '1m': 1024 * 1024 };
 const SIZE_LABEL: Record<string, string> = { '10k': '10 KB', '1m': '1 MB' };
 
@@ -100,7 +107,8 @@ async function main(): Promise<void> {
   const began = Date.now();
   console.log(`cstp gateway benchmark${QUICK ? ' (QUICK smoke run: figures are indicative only)' : ''}`);
   console.log(machine());
-  console.log(`throughput: ${SESSIONS} sessions, one message per session, ${ROUNDS} alternating round(s); latency: ${LATENCY_RATE} msg/s open loop\n`);
+  console.log(`throughput: ${SESSIONS} sessions, one message per session, ${ROUNDS} alternating round(s); latency: ${LATENCY_RATE} msg/s open loop`);
+  console.log(`smtp.ini nodes: (a) and (d) 0 (one process); (b), (c) and (e) ${NODES}\n`);
 
   const work = mkdtempSync(join(tmpdir(), 'cstp-bench-gw-'));
   // smtp-sink writes its dumps as nobody: a directory of its own, open to it.
@@ -121,7 +129,7 @@ async function main(): Promise<void> {
     writeFileSync(files[size].plain, message(BYTES[size]));
   }
 
-  const cstpOpts: SpawnOptions = PROFILE ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] } : {};
+  const cstpOpts: SpawnOptions = { nodes: NODES, ...(PROFILE ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] } : {}) };
   const [sink, captureSink] = await startAll<[Server, Server]>([startSink(), startSink(dumpDir)]);
   const fillAmd = (s: import('../src/store/key-store').KeyStore): void => {
     s.putGatewayIdentity('amd', { key: paperKey('gw-amd'), cert: paperCert('gw-amd'), chain: [] });
@@ -134,13 +142,14 @@ async function main(): Promise<void> {
   const outboundIni = (next: number): string => `[policy]\nlocal_domains = amd\n[delivery]\nnext_hop = 127.0.0.1:${next}\n`;
   // Loopback clients are not intel's mail servers: everything reaching intel's gateway is inbound.
   const inboundIni = `[policy]\nlocal_networks = 10.99.0.0/16\nlocal_domains = intel\n[delivery]\nnext_hop = 127.0.0.1:${sink.port}\n`;
-  let started: [Server, Server, Server, Server, Server];
+  let started: [Server, Server, Server, Server, Server, Server];
   try {
-    started = await startAll<[Server, Server, Server, Server, Server]>([
-      startRelay(sink.port),
+    started = await startAll<[Server, Server, Server, Server, Server, Server]>([
+      startRelay(sink.port, { nodes: 0 }),
+      startRelay(sink.port, { nodes: NODES }),
       startCstp('cstp-out', outboundIni(sink.port), fillAmd, cstpOpts),
       startCstp('cstp-in', inboundIni, fillIntel, cstpOpts),
-      startPipeFilter(sink.port, { signerCert: amd.cert, signerKey: amd.key, recipientCert: intel.cert }),
+      startPipeFilter(sink.port, { signerCert: amd.cert, signerKey: amd.key, recipientCert: intel.cert }, { nodes: 0 }),
       startCstp('cstp-capture', outboundIni(captureSink.port), fillAmd),
     ]);
   } catch (err) {
@@ -149,8 +158,8 @@ async function main(): Promise<void> {
     rmSync(work, { recursive: true, force: true });
     throw err;
   }
-  const [relay, out, inb, pipe, capture] = started;
-  const servers: Record<Sys, Server> = { a: relay, b: out, c: inb, d: pipe };
+  const [relay, relayCluster, out, inb, pipe, capture] = started;
+  const servers: Record<Sys, Server> = { a: relay, b: out, c: inb, d: pipe, e: relayCluster };
   const cleanup = async (): Promise<void> => {
     await Promise.all([...Object.values(servers), capture, sink, captureSink].map((s) => s.stop().catch(() => undefined)));
     rmSync(dumpDir, { recursive: true, force: true });
@@ -179,7 +188,7 @@ async function main(): Promise<void> {
 
     const fileFor = (sys: Sys, size: string): string => (sys === 'c' ? files[size].inbound : files[size].plain);
     // Warm up every system (JIT, connection paths) before measuring.
-    for (const sys of ['a', 'b', 'c', 'd'] as Sys[]) {
+    for (const sys of SYSTEMS) {
       await smtpSource(servers[sys].port, fileFor(sys, SIZES[0]), Math.max(SESSIONS, Math.min(100, COUNT[SIZES[0]][sys] / 2)), SESSIONS);
     }
     const decisionsBefore = { b: countDecisions(out.log, /sign\+encrypt/), c: countDecisions(inb.log, /decrypt:decrypted\+verify:good-trusted/) };
@@ -191,19 +200,19 @@ async function main(): Promise<void> {
       const rounds: Record<Sys, Measure>[] = [];
       for (let r = 0; r < ROUNDS; r++) {
         const round = {} as Record<Sys, Measure>;
-        for (const sys of rotate(['a', 'b', 'c', 'd'] as Sys[], r)) {
+        for (const sys of rotate(SYSTEMS, r)) {
           round[sys] = await throughput(servers[sys], fileFor(sys, size), COUNT[size][sys]);
           if (sys === 'b' || sys === 'c') sent[sys] += COUNT[size][sys];
         }
         rounds.push(round);
-        console.log(`  ${SIZE_LABEL[size]} round ${r + 1}/${ROUNDS}: ` + (['a', 'b', 'c', 'd'] as Sys[]).map((s) => `${s} ${fmt(round[s].rate)}`).join(', ') + ' msg/s');
+        console.log(`  ${SIZE_LABEL[size]} round ${r + 1}/${ROUNDS}: ` + SYSTEMS.map((s) => `${s} ${fmt(round[s].rate)}`).join(', ') + ' msg/s');
       }
       const med = (sys: Sys, k: keyof Measure): number => median(rounds.map((r) => r[sys][k]));
       const ratio = (x: Sys, y: Sys): number[] => rounds.map((r) => r[x].rate / r[y].rate);
       const lines = [
         `throughput, ${SIZE_LABEL[size]}, ${SESSIONS} sessions, ${ROUNDS} round(s), medians`,
         `${'system'.padEnd(26)}${pad('msg/s', 9)}${pad('CPU ms/msg', 12)}${pad('msgs/round', 12)}   per-round msg/s`,
-        ...(['a', 'b', 'c', 'd'] as Sys[]).map((s) =>
+        ...SYSTEMS.map((s) =>
           `${LABEL[s].padEnd(26)}${pad(fmt(med(s, 'rate')), 9)}${pad(fmt(med(s, 'cpuMs')), 12)}${pad(String(COUNT[size][s]), 12)}   ${rounds.map((r) => fmt(r[s].rate)).join(' ')}`),
       ];
       const target = size === '10k' ? 1.0 : 0.8;
@@ -212,6 +221,10 @@ async function main(): Promise<void> {
         const m = median(rs);
         lines.push(`ratio ${x}/${y}: ${fmt(m, 2)}x (rounds ${rs.map((v) => v.toFixed(2)).join(' ')}); target >= ${t.toFixed(1)}x: ${m >= t ? 'MET' : 'NOT MET'}`);
         verdicts.push({ target: `${SIZE_LABEL[size]} ${x}/${y} >= ${t.toFixed(1)}x`, figure: `${fmt(m, 2)}x`, met: m >= t });
+      }
+      for (const x of ['b', 'c'] as Sys[]) {
+        const rs = ratio(x, 'e');
+        lines.push(`ratio ${x}/e: ${fmt(median(rs), 2)}x (rounds ${rs.map((v) => v.toFixed(2)).join(' ')}); no target: the relay on as many cores as cstp`);
       }
       console.log(`\n${lines.join('\n')}\n`);
       summary.push(lines.join('\n'));
@@ -254,7 +267,8 @@ async function main(): Promise<void> {
     const checks = `decision lines: (b) ${secured.b}/${sent.b} sign+encrypt, (c) ${secured.c}/${sent.c} decrypt:decrypted+verify:good-trusted`;
     if (secured.b !== sent.b || secured.c !== sent.c) throw new Error(`not every message was secured: ${checks}`);
     console.log(checks);
-    console.log(`RSS at the end (MB): ${(['a', 'b', 'c', 'd'] as Sys[]).map((s) => `${s} ${fmt(rssMb(servers[s].child.pid!), 0)}`).join(', ')}`);
+    const rss = (sys: Sys): number => servers[sys].pids().reduce((sum, pid) => sum + rssMb(pid), 0);
+    console.log(`RSS at the end, all processes of each system (MB): ${SYSTEMS.map((s) => `${s} ${fmt(rss(s), 0)}`).join(', ')}`);
     console.log(`commands: ${smtpSourceCommand('PORT', 'FILE.eml', 'N', SESSIONS)}; smtp-sink${process.getuid?.() === 0 ? ' -u nobody' : ''} -m 1000 127.0.0.1:PORT 1024`);
     console.log('\nsummary');
     for (const v of verdicts) console.log(`  ${v.target.padEnd(40)} ${v.figure.padStart(8)}  ${v.met ? 'MET' : 'NOT MET'}`);

@@ -1,7 +1,7 @@
 /**
- * The systems under test of the gateway benchmark, each a Haraka 3.3.4 process (same version, same
- * config/smtp.ini: nodes=0) on a loopback port, started once and kept warm across rounds, forwarding to
- * Postfix's smtp-sink:
+ * The systems under test of the gateway benchmark, each a Haraka 3.3.4 instance (same version, this
+ * repository's config/smtp.ini with `nodes` set per system: 0 is one process, N a cluster master with N workers)
+ * on a loopback port, started once and kept warm across rounds, forwarding to Postfix's smtp-sink:
  *   relay  (a) plain synchronous relay: rcpt_to.in_host_list + queue/smtp_forward, no cstp plugin, log level warn;
  *   cstp   (b)/(c) the cstp gateway as shipped (config/ of this repository), a store filled per role;
  *   pipe   (d) the pipe filter: bench/gateway/pipe-filter-plugin.ts (openssl cms per message).
@@ -20,7 +20,7 @@ export interface Server {
   dir: string;
   child: ChildProcess;
   log: string;
-  /** Processes whose CPU time is the system's. */
+  /** Processes whose CPU time and memory are the system's: Haraka and its cluster workers. */
   pids(): number[];
   stop(): Promise<void>;
 }
@@ -92,9 +92,24 @@ export interface SpawnOptions {
   /** Extra node options for the Haraka process, e.g. --cpu-prof. */
   nodeArgs?: string[];
   env?: Record<string, string>;
+  /** smtp.ini nodes (default: as the instance directory has it). */
+  nodes?: number;
+}
+
+/** A process and its live children (a cluster master's workers). */
+function withChildren(pid: number): number[] {
+  try {
+    return [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)];
+  } catch {
+    return [pid];
+  }
 }
 
 async function spawnHaraka(name: string, dir: string, port: number, opts: SpawnOptions): Promise<Server> {
+  if (opts.nodes !== undefined) {
+    const smtpIni = join(dir, 'config', 'smtp.ini');
+    writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^nodes=.*$/m, `nodes=${opts.nodes}`));
+  }
   const log = join(dir, 'haraka.log');
   const fd = openSync(log, 'w');
   const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), HARAKA_BIN, '-c', dir], {
@@ -116,7 +131,7 @@ async function spawnHaraka(name: string, dir: string, port: number, opts: SpawnO
     dir,
     child,
     log,
-    pids: () => [child.pid!],
+    pids: () => withChildren(child.pid!),
     stop: async () => {
       await stopChild(child);
       if (!process.env.CSTP_BENCH_KEEP) rmSync(dir, { recursive: true, force: true });
