@@ -1,7 +1,9 @@
 /**
  * cstp-config: first in config/plugins. Validates config/cstp.ini and prepares var/ before anything else loads,
- * so a wrong value stops Haraka before it listens and Haraka's tls plugin finds the generated certificate.
+ * so a wrong value stops Haraka before it listens and Haraka's tls plugin finds the generated certificate; and
+ * sets how a cluster (smtp.ini nodes) shares connections, before Haraka forks its workers.
  */
+import cluster from 'node:cluster';
 import { ConfigError } from '../../src/config/cstp-config';
 import { deliverySettings } from '../../src/config/delivery-settings';
 import { ensureTlsCertificate, ensureVarDir, generatedTlsPaths } from '../../src/config/instance';
@@ -19,6 +21,10 @@ export function register(this: Plugin): void {
     process.stderr.write(`cstp: configuration error, not starting\n${err.message}\n`);
     process.exit(EXIT_CONFIG);
   }
+  // Workers accept from the shared socket themselves. Node's default hands every connection from the master to a
+  // worker over IPC, which cost a plain relay about 2-3 ms CPU per connection here (docs/BENCHMARKS.md), as much
+  // as the second core gave back; a busy worker does not accept, so the idle one takes the next connection.
+  if (cluster.isPrimary) cluster.schedulingPolicy = cluster.SCHED_NONE;
   const dir = instanceDir();
   ensureVarDir(dir);
   if (ensureTlsCertificate(dir)) this.lognotice(`generated a self-signed STARTTLS certificate: ${generatedTlsPaths(dir).cert}`);

@@ -42,8 +42,8 @@ function listeners(): { fds: number[]; origin: string } {
 
 /**
  * The diverted-connection descriptors a cluster master hands its workers (in their environment, as cluster.fork
- * copies it). A worker that listens on one asks the master, which accepts on it and passes each connection on
- * (Node cluster's round-robin), so every worker serves diverted connections.
+ * copies it). A worker that listens on one gets the master's socket through Node's cluster module and accepts on
+ * it itself (cstp-config sets SCHED_NONE), so every worker serves diverted connections.
  */
 const WORKER_FDS = 'CSTP_TRANSPARENT_FDS';
 

@@ -1,7 +1,7 @@
 /**
  * The gateway's transparent listener (plugin cstp-transparent) in a network namespace: it accepts diverted
  * connections on [transparent] listen and refuses one whose original destination is the box itself (a loop),
- * as one process (nodes=0) and as a cluster (nodes=2: the master accepts, the workers serve). The full bridge with real mail servers is test/netns/paper-bridge.test.ts.
+ * as one process (nodes=0) and as a cluster (nodes=2: the master opens the socket, the workers accept on it). The full bridge with real mail servers is test/netns/paper-bridge.test.ts.
  *
  *   client ns 192.0.2.2 ---veth--- box ns 192.0.2.1 (gateway, TPROXY of tcp/25 to :10025)
  */
