@@ -6,9 +6,17 @@
  * the destination's recorded messages are reconciled against what the clients saw acknowledged:
  *
  *   - losses: a message (and, with split delivery, each recipient's copy) acknowledged with 250 and not at the
- *     destination. Must be 0.
- *   - duplicates: copies at the destination beyond the first. Reported (target <= 0.1%); each must be explained
- *     by a kill (an attempt cut after its final dot, or a retry-queue send cut before it was recorded).
+ *     destination. Must be 0. This includes resends the gateway answered 250 "already delivered" from an
+ *     in-doubt marker (docs/GATEWAY.md): such an answer must never stand for a message that is not there.
+ *   - duplicates: copies at the destination beyond the first. Reported (target <= 0.1%, not met: see below);
+ *     each must be explained by a kill (an attempt cut after its final dot, or a retry-queue send cut before it
+ *     was recorded).
+ *
+ * The in-doubt marker turns a resend into 250 "already delivered" when the kill came after the gateway had
+ * processed the destination's 250 (the count of such answers is printed). Most duplicates here come from the
+ * step before: the destination has accepted and sent its 250, the gateway has not read it yet when it is killed
+ * (seen: first copies written by smtp-sink 3-9 ms before the kill, the reply still unread on this loaded 2-core
+ * machine). No marker can cover that without risking a loss, so the rate is reported, not asserted.
  *
  * 1. sign+encrypt to one recipient, Postfix smtp-sink -d as the destination (a real MTA writing each message).
  * 2. liberal split delivery (encrypted copy + plain copy over a second connection) to a recording sink process
@@ -41,6 +49,8 @@ interface LoadReport {
   attempts: number;
   /** Message-IDs with an attempt cut after the final dot (no reply): the only way a client can cause a duplicate. */
   cutAfterDot: Set<string>;
+  /** Resends answered 250 "already delivered" (the gateway's in-doubt marker): duplicates avoided. */
+  alreadyDelivered: number;
   failures: Map<string, number>;
 }
 
@@ -69,7 +79,7 @@ async function runUnderKills(opts: {
   let stopping = false;
   let aborted = false;
   let armed: { stage: Stage; fire: () => void } | undefined;
-  const report: LoadReport = { acked: new Set(), attempts: 0, cutAfterDot: new Set(), failures: new Map() };
+  const report: LoadReport = { acked: new Set(), attempts: 0, cutAfterDot: new Set(), alreadyDelivered: 0, failures: new Map() };
   const onStage = (s: Stage): void => {
     if (armed && armed.stage === s) {
       const { fire } = armed;
@@ -88,6 +98,7 @@ async function runUnderKills(opts: {
         const r = await sendMail({ port: opts.inst.port, from: 'juro@amd', to: opts.to, chunks, chunkDelayMs: 3, onStage, timeoutMs: 60_000 });
         if (r.stage === 'dot' && r.code === 250) {
           report.acked.add(id);
+          if (/already delivered/.test(r.text)) report.alreadyDelivered++;
           break;
         }
         const why = r.broken ? `cut at ${r.stage}` : `${r.code} at ${r.stage} (${r.text.split('\n')[0].slice(4, 70)})`;
@@ -188,6 +199,7 @@ function summary(t: TestContext, name: string, run: { report: LoadReport; kills:
     `${name}: ${run.kills.length} kills (${[...byTarget].map(([s, h]) => `${s} ${h.length}${h.includes('-') ? ` (${h.split('-').length - 1} unhit)` : ''}`).join(', ')})`,
     `${name}: ${run.report.acked.size} messages acknowledged with 250 by ${CLIENTS} clients in ${run.report.attempts} attempts, ${(run.ms / 1000).toFixed(1)} s`,
     `${name}: failed attempts: ${[...run.report.failures].map(([w, n]) => `${w} x${n}`).join(', ') || 'none'}`,
+    `${name}: resends answered "already delivered" (in-doubt marker): ${run.report.alreadyDelivered}`,
     `${name}: destination holds ${rec.copies} copies; losses ${rec.losses.length}; duplicates ${rec.duplicates} (${pct.toFixed(3)}%)` +
       `${rec.duplicated.length ? `: ${rec.duplicated.slice(0, 5).join(', ')}` : ''}`,
   ];
