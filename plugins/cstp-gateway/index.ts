@@ -6,8 +6,9 @@
  * recipients of the restrictive policy get a DSN to the sender through the retry queue; a partial failure goes
  * into that queue. One decision line per transaction. The queue hook only reports what data_post decided.
  */
+import cluster from 'node:cluster';
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { instancePath } from '../../src/config/cstp-config';
@@ -15,8 +16,8 @@ import { deliverySettings, type DeliverySettings } from '../../src/config/delive
 import { policySettings } from '../../src/config/schema';
 import { varDir } from '../../src/config/instance';
 import {
-  isPositive, localReply, makeDsn, RetryQueue, routeMemoryOf, smtpSender, UpstreamTransaction,
-  type Endpoint, type MailParams, type QueueItem, type RcptParams, type RouteMemory, type SmtpReply, type TlsState,
+  InDoubtDeliveries, inDoubtKey, isPositive, localReply, makeDsn, RetryQueue, routeMemoryOf, smtpSender, UpstreamTransaction,
+  type Endpoint, type InDoubtRecord, type MailParams, type QueueItem, type RcptParams, type RouteMemory, type SmtpReply, type TlsState,
 } from '../../src/delivery';
 import { ensureGatewayIdentities } from '../../src/gateway/identities';
 import { secureMessage, secureSpooled, type Secured } from '../../src/gateway/securing';
@@ -51,6 +52,8 @@ interface HarakaTransaction extends Transaction {
   mail_from: EnvelopeAddress;
   rcpt_to: EnvelopeAddress[];
   found_hb_sep: boolean;
+  /** 'accepted' once Haraka has written our 250 (set just before it resets the transaction). */
+  msg_status?: string;
   header: { header_list: string[] };
   message_stream: {
     get_data(options: Record<string, unknown>, cb: (data: Buffer) => void): void;
@@ -73,6 +76,8 @@ interface Tap {
   held: Buffer[];
   heldBytes: number;
   spool?: BodySpool;
+  /** SHA-256 of the message as the client sent it (Haraka's own Received field comes before the tap). */
+  digest: Hash;
 }
 
 const taps = new WeakMap<object, Tap>();
@@ -84,15 +89,24 @@ interface State {
   rcptParams: Map<string, RcptParams>;
   /** Set by data_post when everything went out: what the queue hook answers. */
   accepted?: SmtpReply;
+  /** data_post is securing and delivering: the client's whole message is here, so it goes out even if the client leaves. */
+  delivering?: boolean;
+  /** The client left while the message was being delivered: it will not see our answer. */
+  clientGone?: boolean;
+  /** The in-doubt key (envelope and the client's bytes), set at data_post. */
+  key?: string;
 }
 
 const states = new WeakMap<object, State>();
+/** Transactions with an in-doubt marker: the marker goes once the client has our 250. */
+const inDoubtKeys = new WeakMap<object, string>();
 
 let store: KeyStore | undefined;
 let policy: PolicyConfig;
 let delivery: DeliverySettings;
 let queue: RetryQueue | undefined;
 let spoolDir: string;
+let inDoubt: InDoubtDeliveries;
 const heloFallback = hostname();
 
 function addressOf(a: EnvelopeAddress): string {
@@ -123,11 +137,10 @@ export function register(this: Plugin): void {
     // verify: damaged data pages are a startup error here, not a crash on the first message.
     store = KeyStore.open({ path: instancePath(dir, config.store.path), passphrase: storePassphrase(dir), verify: true });
     for (const domain of ensureGatewayIdentities(store, policy.localDomains)) {
-      this.loginfo(`generated a gateway identity for ${domain}: ${store.gatewayIdentity(domain)?.cert.fingerprint}`);
+      this.lognotice(`generated a gateway identity for ${domain}: ${store.gatewayIdentity(domain)?.cert.fingerprint}`);
     }
   } catch (err) {
-    process.stderr.write(`cstp: cannot open the key store: ${(err as Error).message}\n`);
-    process.exit(78);
+    return exitUnusable(`cstp: cannot open the key store: ${(err as Error).message}`);
   }
   queue = new RetryQueue({
     dir: join(varDir(dir), 'queue'),
@@ -137,11 +150,50 @@ export function register(this: Plugin): void {
     send: smtpSender({ heloName: heloFallback, tls: delivery.tls, timeouts: delivery.timeouts }),
     onError: (err) => this.logerror(`retry queue: ${err.message}`),
   });
-  queue.start();
   spoolDir = join(varDir(dir), 'spool');
   mkdirSync(spoolDir, { recursive: true, mode: 0o700 }); // messages are private mail
   removeStaleSpoolFiles(spoolDir);
   keepHarakaSpoolPrivate(this, join(spoolDir, 'haraka'));
+  inDoubt = new InDoubtDeliveries(join(varDir(dir), 'in-doubt'));
+  inDoubt.sweepEvery(3_600_000, (err) => this.logerror(`in-doubt markers: ${err.message}`));
+}
+
+/** A cluster worker's message to the master: an item was queued, run the queue now rather than at its next tick. */
+const RUN_QUEUE = 'cstp-gateway.run_queue';
+/** A cluster worker's message to the master: this instance cannot run (its store cannot be opened). */
+const UNUSABLE = 'cstp-gateway.unusable';
+
+/**
+ * Exit status 78 (EX_CONFIG; cstp.service has RestartPreventExitStatus=78): restarting cannot help. A cluster
+ * worker takes its master along, which would otherwise fork a new worker for every one that exits, forever.
+ */
+function exitUnusable(reason: string): void {
+  process.stderr.write(`${reason}\n`);
+  if (cluster.isWorker && process.send) process.send({ event: UNUSABLE, reason }, () => process.exit(78));
+  else process.exit(78);
+}
+
+/**
+ * The retry queue has one runner per spool: the only process (nodes=0) or the cluster master, which takes no
+ * connections; workers only enqueue and wake it. init_master runs in exactly that process.
+ */
+export function hook_init_master(this: Plugin, next: Next, server: { cluster?: unknown }): void {
+  queue!.start();
+  if (server.cluster) {
+    cluster.on('message', (worker, msg: { event?: string; reason?: string } | undefined) => {
+      if (msg?.event === RUN_QUEUE) queue!.runDue().catch((err: Error) => this.logerror(`retry queue: ${err.message}`));
+      if (msg?.event === UNUSABLE) {
+        process.stderr.write(`cstp: worker ${worker.process.pid} cannot run (${msg.reason}): stopping the gateway\n`);
+        process.exit(78);
+      }
+    });
+  }
+  next();
+}
+
+/** After an enqueue: the runner kicks itself (RetryQueue.enqueue), a worker asks the master. */
+function wakeQueueRunner(): void {
+  if (cluster.isWorker) process.send?.({ event: RUN_QUEUE });
 }
 
 /**
@@ -213,7 +265,10 @@ function rcptParamsOf(params: Record<string, string | null> | undefined): RcptPa
 function closeState(connection: Connection): void {
   const tx = connection.transaction;
   if (!tx) return;
-  states.get(tx)?.upstream.close();
+  const state = states.get(tx);
+  // A delivery under way finishes (and leaves its in-doubt marker): cut now, the destination might have it anyway.
+  if (state?.delivering) state.clientGone = true;
+  else state?.upstream.close();
   states.delete(tx);
 }
 
@@ -315,9 +370,10 @@ export function hook_data(this: Plugin, next: Next, connection: Connection): voi
 function tapData(tx: HarakaTransaction): void {
   const store = tx.message_stream;
   const original = store.add_line.bind(store);
-  const tap: Tap = { inBody: false, held: [], heldBytes: 0 };
+  const tap: Tap = { inBody: false, held: [], heldBytes: 0, digest: createHash('sha256') };
   taps.set(tx, tap);
   store.add_line = (line: Buffer): void => {
+    tap.digest.update(line);
     if (tap.spool) return tap.spool.line(line);
     if (tap.inBody) {
       tap.held.push(line);
@@ -414,8 +470,13 @@ export function hook_data_post(this: Plugin, next: Next, connection: Connection)
     states.delete(tx);
     return next(codes.deny, dsnOf(localReply(554, '5.6.0', 'cstp: bare CR in the header section (RFC 5322 2.2); nothing was sent')) as unknown as string);
   }
+  state.key = transactionKey(tx);
+  const earlier = state.key && findInDoubt(this, connection, state.key);
+  if (earlier) return answerResend(this, next, connection, tx, state, earlier);
+  state.delivering = true;
   processMessage(this, connection, tx, state).then(
     (reply) => {
+      state.delivering = false;
       if (isPositive(reply)) {
         state.accepted = reply;
         return next();
@@ -424,12 +485,70 @@ export function hook_data_post(this: Plugin, next: Next, connection: Connection)
       next(verdictOf(reply), dsnOf(reply) as unknown as string);
     },
     (err: Error) => {
+      state.delivering = false;
       connection.logerror(this, `cstp: ${err.stack ?? err.message}`);
       state.upstream.close();
       states.delete(tx);
       next(codes.denysoft, dsnOf(localReply(451, '4.3.0', 'cstp could not process the message; nothing was sent')) as unknown as string);
     },
   );
+}
+
+/** The transaction's in-doubt key: its envelope and the digest of what the client sent (see tapData). */
+function transactionKey(tx: HarakaTransaction): string | undefined {
+  const tap = taps.get(tx);
+  return tap && inDoubtKey({ from: addressOf(tx.mail_from), recipients: tx.rcpt_to.map(addressOf) }, tap.digest.digest());
+}
+
+/** The marker of an earlier delivery of this transaction, if any; one that cannot be read counts as none (a duplicate at worst). */
+function findInDoubt(plugin: Plugin, connection: Connection, key: string): InDoubtRecord | undefined {
+  try {
+    return inDoubt.find(key);
+  } catch (err) {
+    connection.logerror(plugin, `in-doubt marker unreadable, delivering: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+/**
+ * Every part is delivered or queued, and the client has no 250 yet: from here until it has, a resend of this
+ * transaction would be a duplicate. Written before anything else, to keep that window short. A marker that
+ * cannot be written (disk full) does not change the answer: the delivery happened.
+ */
+function markInDoubt(plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State, reply: SmtpReply): void {
+  if (!state.key) return;
+  try {
+    inDoubt.record(state.key, { transaction: tx.uuid, reply: `${reply.code} ${reply.lines.join(' ')}`, pid: process.pid, abandoned: state.clientGone });
+    inDoubtKeys.set(tx, state.key);
+  } catch (err) {
+    connection.logerror(plugin, `in-doubt marker not written (a resend would be delivered again): ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The client sends again a transaction whose earlier delivery is in doubt (the destination accepted it, the
+ * client never had our 250): a 250 now, and nothing more to the destination. The marker stays until this 250
+ * is on the client socket, in case this answer is lost too.
+ */
+function answerResend(plugin: Plugin, next: Next, connection: Connection, tx: HarakaTransaction, state: State, earlier: InDoubtRecord): void {
+  const key = state.key!;
+  abortTap(tx);
+  state.upstream.quit();
+  const reply = localReply(250, '2.0.0', `already delivered before an interruption (${key.slice(0, 12)})`);
+  connection.lognotice(plugin, `resend of transaction ${earlier.transaction}, whose destination said "${earlier.reply}" before the client was answered: 250 without delivering again (in-doubt ${key})`);
+  const recipients = tx.rcpt_to.map(addressOf);
+  decision({
+    uuid: tx.uuid,
+    direction: (connection.notes.cstp_direction as Direction | undefined) ?? 'inbound',
+    client: clientFacts(connection),
+    destination: { ...state.destination, tls: tlsFacts(state.upstream.tls) },
+    sender: addressOf(tx.mail_from),
+    recipients,
+    deliveries: [{ recipients, action: 'already-delivered', reply: { code: reply.code, text: reply.lines.join(' ') }, durationMs: 0 }],
+  });
+  state.accepted = reply;
+  inDoubtKeys.set(tx, key);
+  next();
 }
 
 async function processMessage(plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State): Promise<SmtpReply> {
@@ -491,7 +610,10 @@ async function secureAndDeliver(
   const outcome = await state.upstream.deliver(deliveries);
   const took = Date.now() - started;
   try {
-    if (outcome.status === 'partial') await state.upstream.queueFailures(outcome, deliveries, queue!);
+    if (outcome.status === 'partial') {
+      await state.upstream.queueFailures(outcome, deliveries, queue!);
+      wakeQueueRunner();
+    }
     if (outcome.status !== 'failed') bounceRefusals(plan.refused, tx, sender, state, connection, secured.original);
   } catch (err) {
     // Part went out but the rest (or the DSN) cannot be kept (disk full): a 4xx makes the client keep the message
@@ -499,6 +621,7 @@ async function secureAndDeliver(
     connection.logerror(plugin, `retry queue: ${(err as Error).message}`);
     return localReply(451, '4.3.0', 'cstp could not queue part of the message; try again later (some recipients may get it twice)');
   }
+  if (isPositive(outcome.reply)) markInDoubt(plugin, connection, tx, state, outcome.reply);
   facts([
     ...secured.deliveries.map((d, i): DeliveryFacts => {
       const result = outcome.deliveries[i];
@@ -553,7 +676,7 @@ function bounceRefusals(
     date: new Date(),
   });
   queue.enqueue({ from: '', recipients: [{ address: sender, params: {} }], destination: bounceRoute }, dsn);
-  void queue.runDue().catch((err: Error) => connection.logerror(`retry queue: ${err.message}`));
+  wakeQueueRunner();
 }
 
 function answerQueue(this: Plugin, next: Next, connection: Connection): void {
@@ -569,9 +692,29 @@ export const hook_queue = answerQueue;
 export const hook_queue_outbound = answerQueue;
 
 export function hook_reset_transaction(this: Plugin, next: Next, connection: Connection): void {
+  settleAnswered(this, connection);
   abortTap(connection.transaction);
   closeState(connection);
   next();
+}
+
+/**
+ * Haraka resets the transaction right after writing our 250 to the client socket (queue_ok_respond marks it
+ * accepted first): the delivery is no longer in doubt. Any other reset keeps the marker, as abandoned: a client
+ * that left before the 250 was written ended the transaction then (disconnect resets it), and its resend may
+ * come. (A client that closes after reading the 250, as many do at once, must not keep the marker alive.)
+ */
+function settleAnswered(plugin: Plugin, connection: Connection): void {
+  const tx = connection.transaction as HarakaTransaction | null;
+  const key = tx && inDoubtKeys.get(tx);
+  if (!key) return;
+  inDoubtKeys.delete(tx);
+  try {
+    if (tx.msg_status === 'accepted') inDoubt.settle(key);
+    else inDoubt.abandon(key);
+  } catch (err) {
+    connection.logerror(plugin, `in-doubt marker not updated: ${(err as Error).message}`);
+  }
 }
 
 export function hook_disconnect(this: Plugin, next: Next, connection: Connection): void {

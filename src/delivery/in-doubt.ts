@@ -9,6 +9,11 @@
  * 250 is on the client socket. It is named by the transaction's key: SHA-256 over the envelope and the message
  * exactly as the client sent it. Files only, no state in memory, so every process sharing the directory (Haraka
  * cluster) sees every marker. Markers older than MAX_AGE_MS are swept: a client gives up long before.
+ *
+ * A marker answers a resend only once its transaction is over without our 250: its process is gone (a crash),
+ * or its client left before the answer (abandon()). While the transaction is still being answered, an identical
+ * message on another connection is not a resend (a load generator sending one file many times at once) and is
+ * delivered.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -25,6 +30,10 @@ export interface InDoubtRecord {
   transaction: string;
   /** The destination's reply to it. */
   reply: string;
+  /** The process answering that transaction's client. */
+  pid?: number;
+  /** Its client left before it had our 250. */
+  abandoned?: boolean;
 }
 
 export interface Envelope {
@@ -47,6 +56,16 @@ export function inDoubtKey(envelope: Envelope, messageDigest: Buffer): string {
 
 const missing = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'ENOENT';
 
+/** Whether process `pid` exists (EPERM: it does, under another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export class InDoubtDeliveries {
   constructor(
     readonly dir: string,
@@ -61,8 +80,24 @@ export class InDoubtDeliveries {
     writeFileSync(this.path(key), JSON.stringify(record), { mode: 0o600 });
   }
 
-  /** The marker of an earlier delivery of `key` whose 250 may not have reached the client, if there is one. */
+  /**
+   * The marker of an earlier delivery of `key` whose transaction ended without our 250 reaching its client, if
+   * there is one: written by a process that is gone, or abandoned. (A process id reused since is taken for the
+   * live writer: a duplicate at worst, never a loss.)
+   */
   find(key: string): InDoubtRecord | undefined {
+    const record = this.read(key);
+    if (!record) return undefined;
+    return record.abandoned || record.pid === undefined || !alive(record.pid) ? record : undefined;
+  }
+
+  /** The client of the transaction `key` left before our 250: a resend of it may come, on any connection. */
+  abandon(key: string): void {
+    const record = this.read(key);
+    if (record) writeFileSync(this.path(key), JSON.stringify({ ...record, abandoned: true }), { mode: 0o600 });
+  }
+
+  private read(key: string): InDoubtRecord | undefined {
     let text: string;
     try {
       text = readFileSync(this.path(key), 'utf8');

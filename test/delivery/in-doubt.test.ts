@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -45,6 +46,23 @@ describe('in-doubt deliveries', () => {
     assert.equal(writer.find(key), undefined);
     writer.settle(key); // settled twice (two processes): no error
     assert.deepEqual(readdirSync(dir), []);
+  });
+
+  it('a transaction still being answered is no resend: found once its process is gone or its client left', () => {
+    const dir = fresh();
+    const store = new InDoubtDeliveries(dir);
+    const live = 'cc'.repeat(32);
+    store.record(live, { ...RECORD, pid: process.pid });
+    assert.equal(store.find(live), undefined, 'an identical message while the first is answered is delivered');
+    store.abandon(live);
+    assert.deepEqual(store.find(live), { ...RECORD, pid: process.pid, abandoned: true });
+    // A process that has exited (a crash): its markers count.
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+    const dead = 'dd'.repeat(32);
+    store.record(dead, { ...RECORD, pid: Number(gone.stdout) });
+    assert.deepEqual(store.find(dead), { ...RECORD, pid: Number(gone.stdout) });
+    store.abandon('ee'.repeat(32)); // no marker: nothing to abandon, no file made
+    assert.deepEqual(readdirSync(dir).sort(), [live, dead].sort());
   });
 
   it('an empty marker (its write cut by a kill) still counts', () => {

@@ -3,7 +3,8 @@
  * client that cuts its connection right after the final dot never sees the reply, though the gateway delivers
  * the message. When the client sends the identical message again it gets 250 "already delivered" and the
  * destination keeps one copy; anything else (other bytes, another recipient, a resend after a 250 the client did
- * get) is delivered as usual. The marker is a file, so a gateway restarted after kill -9 honours it too.
+ * get, the same message on several connections at once while none was cut) is delivered as usual. The marker is
+ * a file, so a gateway restarted after kill -9 honours it too.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -88,6 +89,15 @@ describe('a resend after an interruption is answered without delivering again', 
     const again = await send('cut.3@in-doubt.test', ['juro@intel']);
     assert.match(again.text, ALREADY);
     assert.equal(copies('cut.3@in-doubt.test'), 1);
+    assert.deepEqual(await markersAfterAnswers(0), []);
+  });
+
+  it('the same message on many connections at once, none cut, is delivered on each (a load generator, not a resend)', async () => {
+    const id = 'same.4@in-doubt.test';
+    const results = await Promise.all(Array.from({ length: 40 }, () => send(id, ['juro@intel'])));
+    assert.deepEqual(results.map((r) => r.code), Array(40).fill(250));
+    assert.equal(results.filter((r) => ALREADY.test(r.text)).length, 0);
+    assert.ok(await waitFor(() => copies(id) === 40, 20_000), `${copies(id)} of 40 copies`);
     assert.deepEqual(await markersAfterAnswers(0), []);
   });
 });
