@@ -415,13 +415,17 @@ function checkGatewayCaps(o: DoctorOptions, t: TransparentSettings): Check {
   if (pids.length === 0) {
     return warn('gateway', `no gateway process ("haraka -c ${o.instance}") is running`, 'systemctl start cstp.service (with cstp.socket active, connections wait in the listen queue until it runs)');
   }
-  const caps = effectiveCaps(pids[0]);
-  if (caps === undefined) return warn('gateway', `gateway pid ${pids[0]}: its capabilities cannot be read`, 'run cstp doctor as root');
-  const can = hasCap(caps, CAP_NET_RAW) || hasCap(caps, CAP_NET_ADMIN);
-  if (t.sourceAddress === 'client' && !can) {
-    return warn('gateway', `gateway pid ${pids[0]} lacks CAP_NET_RAW: connections to destination servers carry the box's own address, not the client's (source_address = client)`, 'start it through cstp.service (AmbientCapabilities=CAP_NET_RAW), or set [transparent] source_address = gateway to make this the intent');
+  // Every process: in a cluster (smtp.ini nodes) the workers make the connections to destination servers.
+  for (const pid of pids) {
+    const caps = effectiveCaps(pid);
+    if (caps === undefined) return warn('gateway', `gateway pid ${pid}: its capabilities cannot be read`, 'run cstp doctor as root');
+    if (t.sourceAddress === 'client' && !hasCap(caps, CAP_NET_RAW) && !hasCap(caps, CAP_NET_ADMIN)) return lacksNetRaw(pid);
   }
   return ok('gateway', `gateway pid ${pids.join(', ')} runs${t.sourceAddress === 'client' ? ' with CAP_NET_RAW: outbound connections can carry the client\'s address' : ''}`);
+}
+
+function lacksNetRaw(pid: number): Check {
+  return warn('gateway', `gateway pid ${pid} lacks CAP_NET_RAW: connections to destination servers carry the box's own address, not the client's (source_address = client)`, 'start it through cstp.service (AmbientCapabilities=CAP_NET_RAW), or set [transparent] source_address = gateway to make this the intent');
 }
 
 // ---------------------------------------------------------------------------

@@ -32,7 +32,9 @@ export function makeInstance(port: number, cstpIni?: string): string {
   symlinkSync(join(REPO, 'plugins'), join(dir, 'plugins'));
   symlinkSync(join(REPO, 'dist'), join(dir, 'dist'));
   const smtpIni = join(dir, 'config', 'smtp.ini');
-  writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^listen=.*$/m, `listen=127.0.0.1:${port}`));
+  // One process per test gateway (nodes=0): the tests start many at once; test/gateway/cluster.test.ts and the
+  // netns bridge test run the shipped cluster setting.
+  writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^listen=.*$/m, `listen=127.0.0.1:${port}`).replace(/^nodes=.*$/m, 'nodes=0'));
   if (cstpIni !== undefined) writeFileSync(join(dir, 'config', 'cstp.ini'), cstpIni);
   return dir;
 }

@@ -14,6 +14,7 @@
  * SMTP crossing a box is diverted (scripts/cstp-net rules) into its gateway's transparent listener; everything
  * else crosses untouched. Example 1 runs with boxa transparent and boxb in IP mode, example 2 after swapping the
  * modes (down/up again). Stopping boxa's gateway must fail closed (RST) while amd's Postfix keeps the message.
+ * The gateways run with config/smtp.ini as shipped: a cluster (nodes=cpus) whose workers accept the diversions.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -237,6 +238,13 @@ describe("the paper's example across inline bridges, with real Postfix servers",
     await Promise.all([amd, mulholland, intel, boxa, boxb].map((x) => x?.destroy().catch(() => undefined)));
     await lab?.destroy();
     if (files) removeTemp(files);
+  });
+
+  it('the gateways run as shipped: a cluster whose workers accept the diverted connections', () => {
+    for (const box of [boxa, boxb]) {
+      assert.match(box.stdout(), /Diverted connections on fd \d+ \(\[transparent\] listen = .*\), accepted for the workers/, box.stdout());
+      assert.match(box.stdout(), /Listening for diverted connections on .* \(from the cluster master\)/);
+    }
   });
 
   it('non-SMTP traffic crosses both bridges untouched (ping, TCP :8080 sees the client address)', async () => {
