@@ -4,8 +4,8 @@
  * MTA) sends the same message again. A marker file per such transaction lets any gateway process recognise the
  * resend and answer it 250 without delivering again.
  *
- * A marker is written (synchronously, no fsync: the page cache survives kill -9; after a power loss the worst
- * case is a duplicate, never a loss) once every part of a delivery is accepted or queued, and removed once our
+ * A marker is written (synchronously, to a temporary name renamed into place, so no process ever reads half of one;
+ * no fsync: the page cache survives kill -9; after a power loss the worst case is a duplicate, never a loss) once every part of a delivery is accepted or queued, and removed once our
  * 250 is on the client socket. It is named by the transaction's key: SHA-256 over the envelope and the message
  * exactly as the client sent it. Files only, no state in memory, so every process sharing the directory (Haraka
  * cluster) sees every marker. Markers older than MAX_AGE_MS are swept: a client gives up long before.
@@ -16,13 +16,16 @@
  * delivered.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** 5 days: the usual maximum queue lifetime of MTAs (Postfix maximal_queue_lifetime); no resend comes later. */
 export const MAX_AGE_MS = 5 * 24 * 60 * 60 * 1000;
 
 const KEY = /^[0-9a-f]{64}$/;
+/** Between a marker's name and the writer's pid in its temporary name. */
+const TMP = '.tmp-';
 
 /** What a marker tells the process that meets the resend (for its log line). */
 export interface InDoubtRecord {
@@ -77,7 +80,7 @@ export class InDoubtDeliveries {
 
   /** The destination accepted the transaction `key` and its client has not been answered yet. */
   record(key: string, record: InDoubtRecord): void {
-    writeFileSync(this.path(key), JSON.stringify(record), { mode: 0o600 });
+    this.write(key, record);
   }
 
   /**
@@ -94,7 +97,19 @@ export class InDoubtDeliveries {
   /** The client of the transaction `key` left before our 250: a resend of it may come, on any connection. */
   abandon(key: string): void {
     const record = this.read(key);
-    if (record) writeFileSync(this.path(key), JSON.stringify({ ...record, abandoned: true }), { mode: 0o600 });
+    if (record) this.write(key, { ...record, abandoned: true });
+  }
+
+  private write(key: string, record: InDoubtRecord): void {
+    const path = this.path(key);
+    const tmp = `${path}${TMP}${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      writeFileSync(tmp, JSON.stringify(record), { mode: 0o600, flag: 'wx' });
+      renameSync(tmp, path);
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      throw err;
+    }
   }
 
   private read(key: string): InDoubtRecord | undefined {
@@ -108,8 +123,8 @@ export class InDoubtDeliveries {
     try {
       return JSON.parse(text) as InDoubtRecord;
     } catch {
-      // A write cut short by a kill leaves an empty file: the delivery it records happened all the same.
-      return { transaction: 'unknown', reply: '' };
+      // Not written by write() (markers are renamed into place whole): taken as none, a duplicate at worst.
+      return undefined;
     }
   }
 
@@ -127,8 +142,10 @@ export class InDoubtDeliveries {
     let removed = 0;
     for (const name of readdirSync(this.dir)) {
       const file = join(this.dir, name);
+      // A temporary file is a write that a kill cut short; a minute covers any write still going on.
+      const maxAge = name.includes(TMP) ? 60_000 : this.maxAgeMs;
       try {
-        if (this.now() - statSync(file).mtimeMs <= this.maxAgeMs) continue;
+        if (this.now() - statSync(file).mtimeMs <= maxAge) continue;
         unlinkSync(file);
         removed++;
       } catch (err) {

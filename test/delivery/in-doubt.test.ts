@@ -65,12 +65,22 @@ describe('in-doubt deliveries', () => {
     assert.deepEqual(readdirSync(dir).sort(), [live, dead].sort());
   });
 
-  it('an empty marker (its write cut by a kill) still counts', () => {
+  it('markers are renamed into place whole; a damaged one counts as none, a stale temporary file is swept', () => {
     const dir = fresh();
-    const store = new InDoubtDeliveries(dir);
+    const now = Date.now();
+    const store = new InDoubtDeliveries(dir, MAX_AGE_MS, () => now);
     const key = 'ab'.repeat(32);
-    writeFileSync(join(dir, key), '');
-    assert.deepEqual(store.find(key), { transaction: 'unknown', reply: '' });
+    store.record(key, RECORD);
+    assert.deepEqual(readdirSync(dir), [key], 'no temporary file left behind');
+    writeFileSync(join(dir, key), '{"transaction": "AB');
+    assert.equal(store.find(key), undefined, 'a damaged marker is no proof of a delivery: delivered again (a duplicate at worst)');
+    const stale = join(dir, `${key}.tmp-1234-abcd`);
+    const fresher = join(dir, `${key}.tmp-1235-abcd`);
+    writeFileSync(stale, '');
+    writeFileSync(fresher, '');
+    utimesSync(stale, new Date(now - 120_000), new Date(now - 120_000));
+    assert.equal(store.sweep(), 1);
+    assert.deepEqual(readdirSync(dir).sort(), [key, `${key}.tmp-1235-abcd`].sort());
   });
 
   it('refuses a key that is not a SHA-256 in hex (no path outside the directory)', () => {
