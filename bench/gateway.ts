@@ -89,6 +89,17 @@ function countDecisions(log: string, pattern: RegExp): number {
   return readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('"event":"decision"') && pattern.test(l)).length;
 }
 
+/** The delivery actions of decision lines that do not match `pattern`, counted (what went wrong, when the check fails). */
+function otherDecisions(log: string, pattern: RegExp): string {
+  const counts = new Map<string, number>();
+  for (const line of readFileSync(log, 'utf8').split('\n')) {
+    if (!line.includes('"event":"decision"') || pattern.test(line)) continue;
+    const actions = (JSON.parse(line) as { deliveries: { action: string }[] }).deliveries.map((d) => d.action).join('+');
+    counts.set(actions, (counts.get(actions) ?? 0) + 1);
+  }
+  return [...counts].map(([a, n]) => `${a} x${n}`).join(', ') || 'none';
+}
+
 function machine(): string {
   const haraka = (JSON.parse(readFileSync(require.resolve('haraka/package.json'), 'utf8')) as { version: string }).version;
   const smtpSourceVersion = (() => {
@@ -265,7 +276,10 @@ async function main(): Promise<void> {
     // Every message counted for (b) and (c) must have been secured, not passed through.
     const secured = { b: countDecisions(out.log, /sign\+encrypt/) - decisionsBefore.b, c: countDecisions(inb.log, /decrypt:decrypted\+verify:good-trusted/) - decisionsBefore.c };
     const checks = `decision lines: (b) ${secured.b}/${sent.b} sign+encrypt, (c) ${secured.c}/${sent.c} decrypt:decrypted+verify:good-trusted`;
-    if (secured.b !== sent.b || secured.c !== sent.c) throw new Error(`not every message was secured: ${checks}`);
+    if (secured.b !== sent.b || secured.c !== sent.c) {
+      const others = `(b) ${otherDecisions(out.log, /sign\+encrypt/)}; (c) ${otherDecisions(inb.log, /decrypt:decrypted\+verify:good-trusted/)}`;
+      throw new Error(`not every message was secured: ${checks}; other decision lines: ${others}`);
+    }
     console.log(checks);
     const rss = (sys: Sys): number => servers[sys].pids().reduce((sum, pid) => sum + rssMb(pid), 0);
     console.log(`RSS at the end, all processes of each system (MB): ${SYSTEMS.map((s) => `${s} ${fmt(rss(s), 0)}`).join(', ')}`);
