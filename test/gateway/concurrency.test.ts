@@ -6,7 +6,8 @@
  * about 2 x 5,000 descriptors: the test raises its own, smtp-sink's and the gateway's limit to 65,536 with
  * prlimit (root, as in CI; docs/GATEWAY.md "Large messages and many sessions" has the production settings).
  * `npm test` runs 2,000 sessions (still twice past a default limit of 1,024 descriptors); the full 5,000 take
- * 60-140 s on a busy 2-core machine and run in `npm run soak` (CSTP_SOAK=1). CSTP_SESSIONS sets any number.
+ * 60-140 s on a busy 2-core machine and run in `npm run soak` (CSTP_SOAK=1). CSTP_SESSIONS sets any number;
+ * CSTP_TEST_NODES=2 runs the gateway as a cluster (RSS then summed over its processes, descriptors per process).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,13 +34,22 @@ function raiseFdLimit(pid: number): number {
   return Number(/^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1]);
 }
 
-function status(pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  assert.ok(m, `no ${field} for ${pid}`);
-  return Number(m[1]) * 1024;
+/** The gateway's processes: Haraka and, in a cluster, its workers. */
+function processes(pid: number): number[] {
+  return [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)];
 }
 
-const openFds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
+/** A memory figure summed over the gateway's processes. */
+function status(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  return processes(pid).reduce((sum, p) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+    assert.ok(m, `no ${field} for ${p}`);
+    return sum + Number(m[1]) * 1024;
+  }, 0);
+}
+
+/** Open descriptors of the gateway process that has most (the limit is per process). */
+const openFds = (pid: number): number => Math.max(...processes(pid).map((p) => readdirSync(`/proc/${p}/fd`).length));
 
 function messageFor(i: number, to: string): Buffer {
   return Buffer.from(

@@ -33,8 +33,9 @@ export function makeInstance(port: number, cstpIni?: string): string {
   symlinkSync(join(REPO, 'dist'), join(dir, 'dist'));
   const smtpIni = join(dir, 'config', 'smtp.ini');
   // One process per test gateway (nodes=0): the tests start many at once; test/gateway/cluster.test.ts and the
-  // netns bridge test run the shipped cluster setting.
-  writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^listen=.*$/m, `listen=127.0.0.1:${port}`).replace(/^nodes=.*$/m, 'nodes=0'));
+  // netns bridge test run the shipped cluster setting. CSTP_TEST_NODES=N runs every test gateway as a cluster.
+  const nodes = process.env.CSTP_TEST_NODES ?? '0';
+  writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^listen=.*$/m, `listen=127.0.0.1:${port}`).replace(/^nodes=.*$/m, `nodes=${nodes}`));
   if (cstpIni !== undefined) writeFileSync(join(dir, 'config', 'cstp.ini'), cstpIni);
   return dir;
 }
