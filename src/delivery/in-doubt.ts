@@ -4,8 +4,8 @@
  * MTA) sends the same message again. A marker file per such transaction lets any gateway process recognise the
  * resend and answer it 250 without delivering again.
  *
- * A marker is written (synchronously, to a temporary name renamed into place, so no process ever reads half of one;
- * no fsync: the page cache survives kill -9; after a power loss the worst case is a duplicate, never a loss) once every part of a delivery is accepted or queued, and removed once our
+ * A marker is written (synchronously; no fsync: the page cache survives kill -9; after a power loss the worst case
+ * is a duplicate, never a loss) once every part of a delivery is accepted or queued, and removed once our
  * 250 is on the client socket. It is named by the transaction's key: SHA-256 over the envelope and the message
  * exactly as the client sent it. Files only, no state in memory, so every process sharing the directory (Haraka
  * cluster) sees every marker. Markers older than MAX_AGE_MS are swept: a client gives up long before.
@@ -16,16 +16,13 @@
  * delivered.
  */
 import { createHash } from 'node:crypto';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** 5 days: the usual maximum queue lifetime of MTAs (Postfix maximal_queue_lifetime); no resend comes later. */
 export const MAX_AGE_MS = 5 * 24 * 60 * 60 * 1000;
 
 const KEY = /^[0-9a-f]{64}$/;
-/** Between a marker's name and the writer's pid in its temporary name. */
-const TMP = '.tmp-';
 
 /** What a marker tells the process that meets the resend (for its log line). */
 export interface InDoubtRecord {
@@ -101,21 +98,16 @@ export class InDoubtDeliveries {
   }
 
   private write(key: string, record: InDoubtRecord): void {
-    const path = this.path(key);
-    const tmp = `${path}${TMP}${process.pid}-${randomBytes(4).toString('hex')}`;
-    try {
-      writeFileSync(tmp, JSON.stringify(record), { mode: 0o600, flag: 'wx' });
-      renameSync(tmp, path);
-    } catch (err) {
-      rmSync(tmp, { force: true });
-      throw err;
-    }
+    writeFileSync(this.path(key), JSON.stringify(record), { mode: 0o600 });
   }
 
   private read(key: string): InDoubtRecord | undefined {
+    const path = this.path(key);
+    // Nearly every message has no marker: a failed open would cost an exception with its stack each time.
+    if (!existsSync(path)) return undefined;
     let text: string;
     try {
-      text = readFileSync(this.path(key), 'utf8');
+      text = readFileSync(path, 'utf8');
     } catch (err) {
       if (missing(err)) return undefined;
       throw err;
@@ -123,7 +115,7 @@ export class InDoubtDeliveries {
     try {
       return JSON.parse(text) as InDoubtRecord;
     } catch {
-      // Not written by write() (markers are renamed into place whole): taken as none, a duplicate at worst.
+      // Read while it is being written (or a write cut by a kill): taken as none, so a duplicate at worst.
       return undefined;
     }
   }
@@ -142,10 +134,8 @@ export class InDoubtDeliveries {
     let removed = 0;
     for (const name of readdirSync(this.dir)) {
       const file = join(this.dir, name);
-      // A temporary file is a write that a kill cut short; a minute covers any write still going on.
-      const maxAge = name.includes(TMP) ? 60_000 : this.maxAgeMs;
       try {
-        if (this.now() - statSync(file).mtimeMs <= maxAge) continue;
+        if (this.now() - statSync(file).mtimeMs <= this.maxAgeMs) continue;
         unlinkSync(file);
         removed++;
       } catch (err) {
