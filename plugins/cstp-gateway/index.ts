@@ -26,6 +26,7 @@ import type { MessageSource } from '../../src/delivery/smtp-client';
 import { decision, type DeliveryFacts, type TlsFacts } from '../../src/log';
 import { resolvePolicyConfig, type PolicyConfig } from '../../src/policy/config';
 import type { Direction } from '../../src/policy/plan';
+import { processAlive } from '../../src/pid';
 import { KeyStore } from '../../src/store/key-store';
 import { isDiverted } from '../../src/transparent/listener';
 import { clientFacts, codes, gatewayConfig, instanceDir, type Connection, type Next, type Plugin, type Transaction } from '../haraka';
@@ -211,7 +212,7 @@ function keepHarakaSpoolPrivate(plugin: Plugin, dir: string): void {
 function removeStaleSpoolFiles(dir: string): void {
   for (const name of readdirSync(dir)) {
     const pid = Number(/^(\d+)-/.exec(name)?.[1]);
-    if (pid && pid !== process.pid && alive(pid)) continue;
+    if (pid && pid !== process.pid && processAlive(pid)) continue;
     if (pid === process.pid) continue;
     try {
       unlinkSync(join(dir, name));
@@ -221,14 +222,6 @@ function removeStaleSpoolFiles(dir: string): void {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * A diverted connection (inline bridge) continues to the address and port the client connected to, from the

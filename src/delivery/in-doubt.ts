@@ -18,6 +18,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { processAlive } from '../pid';
 
 /** 5 days: the usual maximum queue lifetime of MTAs (Postfix maximal_queue_lifetime); no resend comes later. */
 export const MAX_AGE_MS = 5 * 24 * 60 * 60 * 1000;
@@ -56,16 +57,6 @@ export function inDoubtKey(envelope: Envelope, messageDigest: Buffer): string {
 
 const missing = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'ENOENT';
 
-/** Whether process `pid` exists (EPERM: it does, under another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export class InDoubtDeliveries {
   constructor(
     readonly dir: string,
@@ -88,7 +79,7 @@ export class InDoubtDeliveries {
   find(key: string): InDoubtRecord | undefined {
     const record = this.read(key);
     if (!record) return undefined;
-    return record.abandoned || record.pid === undefined || !alive(record.pid) ? record : undefined;
+    return record.abandoned || record.pid === undefined || !processAlive(record.pid) ? record : undefined;
   }
 
   /** The client of the transaction `key` left before our 250: a resend of it may come, on any connection. */
