@@ -18,7 +18,8 @@
  * (seen: first copies written by smtp-sink 3-9 ms before the kill, the reply still unread on this loaded 2-core
  * machine). No marker can cover that without risking a loss, so the rate is reported, not asserted.
  *
- * 1. sign+encrypt to one recipient, Postfix smtp-sink -d as the destination (a real MTA writing each message).
+ * 1. sign+encrypt to one recipient, Postfix smtp-sink -d as the destination (a real MTA writing each message);
+ *    once as one process (21 kills) and once as a cluster, as shipped (10 kills of the master).
  * 2. liberal split delivery (encrypted copy + plain copy over a second connection) to a recording sink process
  *    that defers every plain copy once: each message leaves a part in the on-disk retry queue, and the kills
  *    land while the queue holds and sends them; after each restart the queue delivers them (the retry resend,
@@ -28,7 +29,7 @@
  */
 import { after, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gateway } from '../gateway/harness';
 import { amdStore } from '../gateway/paper-gateways';
@@ -207,52 +208,81 @@ function summary(t: TestContext, name: string, run: { report: LoadReport; kills:
   process.stdout.write(lines.map((l) => `# crash: ${l}\n`).join(''));
 }
 
-describe('kill -9 under load', { timeout: SOAK ? 3_600_000 : 240_000 }, () => {
-  let sink: Sink | undefined;
+/**
+ * Scenario 1: sign+encrypt to smtp-sink under `kills` kills; every 250 must be at the destination, encrypted, and
+ * every duplicate explained by an attempt cut after its dot. `nodes` > 0 runs the gateway as a cluster (the kill
+ * then hits the master, whose workers go with it).
+ */
+async function sinkScenario(t: TestContext, name: string, kills: number, nodes: number, started: Started): Promise<void> {
+  const sink = await startSink();
+  started.sinks.push(sink);
+  const inst = await prepareInstance(
+    `[policy]\nlocal_domains = amd\nrequire_encryption = intel\n[delivery]\nnext_hop = 127.0.0.1:${sink.port}\n` +
+      'connect_timeout = 5\ngreeting_timeout = 10\ncommand_timeout = 10\ndata_block_timeout = 10\nfinal_dot_timeout = 10\n',
+    amdStore,
+  );
+  const gateway: Running = { inst };
+  started.gateways.push(gateway);
+  if (nodes > 0) {
+    const smtpIni = join(inst.dir, 'config', 'smtp.ini');
+    writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^nodes=.*$/m, `nodes=${nodes}`));
+  }
+  gateway.gw = await start(inst.dir);
+  const targets: Target[] = ['connect', 'ehlo', 'mail', 'rcpt', 'body', 'dot', 'random'];
+  const run = await runUnderKills({ inst, gw: gateway.gw, kills, targets, to: ['juro@intel'], t });
+  gateway.gw = run.gw;
+  const dir = sink.dir;
+  // smtp-sink finishes its dump file around its 250: wait until the count is stable.
+  let last = -1;
+  await waitFor(() => {
+    const n = readdirSync(dir).length;
+    const stable = n === last;
+    last = n;
+    return stable;
+  }, 10_000, 300);
+  const dumps = readDumps(dir);
+  const rec = reconcile(run.report.acked, dumps, ['juro@intel']);
+  summary(t, name, run, rec);
+  assert.ok(run.kills.length >= kills);
+  assert.ok(run.report.acked.size >= 5 * kills, `only ${run.report.acked.size} messages went through`);
+  assert.deepEqual(rec.losses, [], 'acknowledged messages missing at the destination');
+  // Policy said encrypt: nothing went out in plaintext, not even around a kill.
+  assert.deepEqual(dumps.filter((d) => !d.encrypted || /line of /.test(d.text)).map((d) => d.file), []);
+  // A duplicate needs a copy the destination accepted while its client got no 250: an attempt cut after its dot.
+  const unexplained = rec.duplicated.map((k) => k.split(' ')[0].slice(1, -1)).filter((id) => !run.report.cutAfterDot.has(id));
+  assert.deepEqual(unexplained, [], 'duplicates without a kill after the final dot');
+  // Messages nobody acknowledged: none (every client retried until it got its 250).
+  const ids = new Set(dumps.map((d) => d.messageId.slice(1, -1)));
+  assert.deepEqual([...ids].filter((id) => !run.report.acked.has(id)), []);
+}
+
+interface Running {
+  inst: Instance;
+  gw?: Gateway;
+}
+
+/** What a scenario started, for the suite's after(). */
+interface Started {
+  sinks: Sink[];
+  gateways: Running[];
+}
+
+describe('kill -9 under load', { timeout: SOAK ? 3_600_000 : 360_000 }, () => {
+  const started: Started = { sinks: [], gateways: [] };
   let crashSink: CrashSink | undefined;
-  let inst: Instance | undefined, inst2: Instance | undefined;
-  let gw: Gateway | undefined, gw2: Gateway | undefined;
+  let inst2: Instance | undefined;
+  let gw2: Gateway | undefined;
 
   after(async () => {
-    await Promise.all([stopAndRemove(gw, inst), stopAndRemove(gw2, inst2)]);
-    await Promise.all([sink?.stop(), crashSink?.stop()]);
+    await Promise.all([...started.gateways.map((g) => stopAndRemove(g.gw, g.inst)), stopAndRemove(gw2, inst2)]);
+    await Promise.all([...started.sinks.map((k) => k.stop()), crashSink?.stop()]);
   });
 
-  it('sign+encrypt through the gateway to smtp-sink: every 250 is at the destination, duplicates only from kills after the dot', async (t) => {
-    sink = await startSink();
-    inst = await prepareInstance(
-      `[policy]\nlocal_domains = amd\nrequire_encryption = intel\n[delivery]\nnext_hop = 127.0.0.1:${sink.port}\n` +
-        'connect_timeout = 5\ngreeting_timeout = 10\ncommand_timeout = 10\ndata_block_timeout = 10\nfinal_dot_timeout = 10\n',
-      amdStore,
-    );
-    gw = await start(inst.dir);
-    const targets: Target[] = ['connect', 'ehlo', 'mail', 'rcpt', 'body', 'dot', 'random'];
-    const run = await runUnderKills({ inst, gw, kills: SOAK ? 210 : 21, targets, to: ['juro@intel'], t });
-    gw = run.gw;
-    const dir = sink.dir;
-    // smtp-sink finishes its dump file around its 250: wait until the count is stable.
-    let last = -1;
-    await waitFor(() => {
-      const n = readdirSync(dir).length;
-      const stable = n === last;
-      last = n;
-      return stable;
-    }, 10_000, 300);
-    const dumps = readDumps(dir);
-    const rec = reconcile(run.report.acked, dumps, ['juro@intel']);
-    summary(t, 'smtp-sink', run, rec);
-    assert.ok(run.kills.length >= 20);
-    assert.ok(run.report.acked.size >= 100, `only ${run.report.acked.size} messages went through`);
-    assert.deepEqual(rec.losses, [], 'acknowledged messages missing at the destination');
-    // Policy said encrypt: nothing went out in plaintext, not even around a kill.
-    assert.deepEqual(dumps.filter((d) => !d.encrypted || /line of /.test(d.text)).map((d) => d.file), []);
-    // A duplicate needs a copy the destination accepted while its client got no 250: an attempt cut after its dot.
-    const unexplained = rec.duplicated.map((k) => k.split(' ')[0].slice(1, -1)).filter((id) => !run.report.cutAfterDot.has(id));
-    assert.deepEqual(unexplained, [], 'duplicates without a kill after the final dot');
-    // Messages nobody acknowledged: none (every client retried until it got its 250).
-    const ids = new Set(dumps.map((d) => d.messageId.slice(1, -1)));
-    assert.deepEqual([...ids].filter((id) => !run.report.acked.has(id)), []);
-  });
+  it('sign+encrypt through the gateway to smtp-sink: every 250 is at the destination, duplicates only from kills after the dot', (t) =>
+    sinkScenario(t, 'smtp-sink', SOAK ? 210 : 21, 0, started));
+
+  it('the same as a cluster (smtp.ini nodes=2, as shipped nodes=cpus): the kill takes the master and its workers', (t) =>
+    sinkScenario(t, 'smtp-sink, cluster', SOAK ? 60 : 10, 2, started));
 
   it('with the retry queue holding partial failures: the queue survives each kill and delivers after restart', async (t) => {
     crashSink = await startCrashSink({ deferOnce: 'X-Fault' });
