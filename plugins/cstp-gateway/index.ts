@@ -212,8 +212,7 @@ function keepHarakaSpoolPrivate(plugin: Plugin, dir: string): void {
 function removeStaleSpoolFiles(dir: string): void {
   for (const name of readdirSync(dir)) {
     const pid = Number(/^(\d+)-/.exec(name)?.[1]);
-    if (pid && pid !== process.pid && processAlive(pid)) continue;
-    if (pid === process.pid) continue;
+    if (pid && processAlive(pid)) continue; // this process's own, or a live worker's
     try {
       unlinkSync(join(dir, name));
     } catch {
@@ -221,7 +220,6 @@ function removeStaleSpoolFiles(dir: string): void {
     }
   }
 }
-
 
 /**
  * A diverted connection (inline bridge) continues to the address and port the client connected to, from the
@@ -299,11 +297,8 @@ export function hook_mail(
         upstream.close();
         states.delete(tx);
         // The transaction ends here: its decision line says why nothing was sent.
-        decision({
-          uuid: tx.uuid,
-          direction: (connection.notes.cstp_direction as Direction | undefined) ?? 'inbound',
-          client: clientFacts(connection),
-          destination: { ...destination, tls: tlsFacts(upstream.tls) },
+        logDecision(connection, tx, state, {
+          direction: directionOf(connection),
           sender: addressOf(params[0]),
           recipients: [],
           deliveries: [{ recipients: [], action: 'not-sent', reply: { code: reply.code, text: reply.lines.join(' ') }, durationMs: 0 }],
@@ -530,11 +525,8 @@ function answerResend(plugin: Plugin, next: Next, connection: Connection, tx: Ha
   const reply = localReply(250, '2.0.0', `already delivered before an interruption (${key.slice(0, 12)})`);
   connection.lognotice(plugin, `resend of transaction ${earlier.transaction}, whose destination said "${earlier.reply}" before the client was answered: 250 without delivering again (in-doubt ${key})`);
   const recipients = tx.rcpt_to.map(addressOf);
-  decision({
-    uuid: tx.uuid,
-    direction: (connection.notes.cstp_direction as Direction | undefined) ?? 'inbound',
-    client: clientFacts(connection),
-    destination: { ...state.destination, tls: tlsFacts(state.upstream.tls) },
+  logDecision(connection, tx, state, {
+    direction: directionOf(connection),
     sender: addressOf(tx.mail_from),
     recipients,
     deliveries: [{ recipients, action: 'already-delivered', reply: { code: reply.code, text: reply.lines.join(' ') }, durationMs: 0 }],
@@ -543,6 +535,17 @@ function answerResend(plugin: Plugin, next: Next, connection: Connection, tx: Ha
   inDoubtKeys.set(tx, key);
   next();
 }
+
+/** The transaction's one decision line (src/log.ts): the client and destination legs, and each delivery. */
+function logDecision(
+  connection: Connection, tx: Transaction, state: State,
+  line: { direction: Direction; sender: string; recipients: string[]; deliveries: DeliveryFacts[] },
+): void {
+  decision({ uuid: tx.uuid, client: clientFacts(connection), destination: { ...state.destination, tls: tlsFacts(state.upstream.tls) }, ...line });
+}
+
+/** What cstp-direction decided at connect (inbound when it could not run). */
+const directionOf = (connection: Connection): Direction => (connection.notes.cstp_direction as Direction | undefined) ?? 'inbound';
 
 async function processMessage(plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State): Promise<SmtpReply> {
   const spool = spooledMessage(tx);
@@ -560,16 +563,7 @@ async function secureAndDeliver(
   const sender = addressOf(tx.mail_from);
   const recipients = tx.rcpt_to.map(addressOf);
   const direction = connection.notes.cstp_direction as Direction | undefined;
-  const facts = (deliveries: DeliveryFacts[], dir: Direction): void =>
-    decision({
-      uuid: tx.uuid,
-      direction: dir,
-      client: clientFacts(connection),
-      destination: { ...state.destination, tls: tlsFacts(state.upstream.tls) },
-      sender,
-      recipients,
-      deliveries,
-    });
+  const facts = (deliveries: DeliveryFacts[], dir: Direction): void => logDecision(connection, tx, state, { direction: dir, sender, recipients, deliveries });
 
   let secured: Prepared;
   try {

@@ -68,7 +68,7 @@ export class InDoubtDeliveries {
 
   /** The destination accepted the transaction `key` and its client has not been answered yet. */
   record(key: string, record: InDoubtRecord): void {
-    this.write(key, record);
+    writeFileSync(this.path(key), JSON.stringify(record), { mode: 0o600 });
   }
 
   /**
@@ -85,11 +85,7 @@ export class InDoubtDeliveries {
   /** The client of the transaction `key` left before our 250: a resend of it may come, on any connection. */
   abandon(key: string): void {
     const record = this.read(key);
-    if (record) this.write(key, { ...record, abandoned: true });
-  }
-
-  private write(key: string, record: InDoubtRecord): void {
-    writeFileSync(this.path(key), JSON.stringify(record), { mode: 0o600 });
+    if (record) this.record(key, { ...record, abandoned: true });
   }
 
   private read(key: string): InDoubtRecord | undefined {
