@@ -95,29 +95,47 @@ function credentials(store: KeyStore, signer: { kind: 'user' | 'gateway'; owner:
 
 function transform(d: Delivery, input: SecureInput, store: KeyStore, now: Date): SecuredDelivery {
   const t: Transformation = d.transformation;
-  const base = { plan: d, certificates: [] as string[] };
+  if (t.kind === 'unwrap') return unwrap(d, t.keys.map((k) => k.cert), input, store, now);
+  const joined = (out: Iterable<Buffer>): Buffer => Buffer.concat([...out]);
+  return secureOutbound(d, t, store, {
+    signAndEncrypt: (creds, certs, options) =>
+      joined(signAndEncryptMessage(input.message, { key: creds.key, cert: creds.cert, chain: creds.chain }, certs, options)),
+    encrypt: (certs, options) => joined(encryptMessage(input.message, certs, options)),
+    sign: (creds) => joined(signMessage(input.message, { key: creds.key, cert: creds.cert, chain: creds.chain })),
+    unaltered: () => (d.stripStatusHeaders ? stripStatusHeaders(input.message) : input.message),
+  });
+}
+
+type OutboundTransformation = Exclude<Transformation, { kind: 'unwrap' }>;
+type EncryptOptions = Extract<Transformation, { kind: 'encrypt' }>['envelope']['options'];
+
+/** How an outbound transformation makes its bytes: in memory (a Buffer) or from the spool (a stream source). */
+interface Producers<M> {
+  signAndEncrypt(creds: Credentials, certs: Certificate[], options: EncryptOptions): M;
+  encrypt(certs: Certificate[], options: EncryptOptions): M;
+  sign(creds: Credentials): M;
+  unaltered(): M;
+}
+
+/** An outbound delivery: its bytes from `make`, and the decision line's facts (action, algorithm, certificates). */
+function secureOutbound<M>(
+  d: Delivery, t: OutboundTransformation, store: KeyStore, make: Producers<M>,
+): { plan: Delivery; message: M; action: string; algorithm?: string; certificates: string[] } {
   switch (t.kind) {
     case 'encrypt': {
-      const certs = t.envelope.certificates;
-      const algorithm = `${t.envelope.options.cipher}/${t.envelope.options.rsaKeyTransport}`;
+      const { certificates: certs, options } = t.envelope;
+      const algorithm = `${options.cipher}/${options.rsaKeyTransport}`;
       const fingerprints = certs.map((c) => c.fingerprint);
-      if (t.signer) {
-        const creds = credentials(store, t.signer);
-        const out = signAndEncryptMessage(input.message, { key: creds.key, cert: creds.cert, chain: creds.chain }, certs, t.envelope.options);
-        return { ...base, message: Buffer.concat([...out]), action: 'sign+encrypt', algorithm, certificates: [...fingerprints, creds.cert.fingerprint] };
-      }
-      const out = encryptMessage(input.message, certs, t.envelope.options);
-      return { ...base, message: Buffer.concat([...out]), action: 'encrypt', algorithm, certificates: fingerprints };
+      if (!t.signer) return { plan: d, message: make.encrypt(certs, options), action: 'encrypt', algorithm, certificates: fingerprints };
+      const creds = credentials(store, t.signer);
+      return { plan: d, message: make.signAndEncrypt(creds, certs, options), action: 'sign+encrypt', algorithm, certificates: [...fingerprints, creds.cert.fingerprint] };
     }
     case 'detached-signature': {
       const creds = credentials(store, t.signer);
-      const out = signMessage(input.message, { key: creds.key, cert: creds.cert, chain: creds.chain });
-      return { ...base, message: Buffer.concat([...out]), action: 'detached-signature', algorithm: 'sha-256', certificates: [creds.cert.fingerprint] };
+      return { plan: d, message: make.sign(creds), action: 'detached-signature', algorithm: 'sha-256', certificates: [creds.cert.fingerprint] };
     }
     case 'unaltered':
-      return { ...base, message: d.stripStatusHeaders ? stripStatusHeaders(input.message) : input.message, action: 'unaltered' };
-    case 'unwrap':
-      return unwrap(d, t.keys.map((k) => k.cert), input, store, now);
+      return { plan: d, message: make.unaltered(), action: 'unaltered', certificates: [] };
   }
 }
 
@@ -221,28 +239,13 @@ export async function secureSpooled(input: SecureSpooledInput, config: PolicyCon
   if (digests && !digests.sevenBit) return undefined;
   const deliveries = plan.deliveries.map((d): StreamedDelivery => {
     const t = d.transformation;
-    const base = { plan: d, certificates: [] as string[] };
-    switch (t.kind) {
-      case 'encrypt': {
-        const certs = t.envelope.certificates;
-        const algorithm = `${t.envelope.options.cipher}/${t.envelope.options.rsaKeyTransport}`;
-        const fingerprints = certs.map((c) => c.fingerprint);
-        if (t.signer) {
-          const creds = credentials(store, t.signer);
-          const message = signAndEncryptSpooled(entity, digests!, creds, certs, t.envelope.options);
-          return { ...base, message, action: 'sign+encrypt', algorithm, certificates: [...fingerprints, creds.cert.fingerprint] };
-        }
-        return { ...base, message: encryptSpooled(entity, certs, t.envelope.options), action: 'encrypt', algorithm, certificates: fingerprints };
-      }
-      case 'detached-signature': {
-        const creds = credentials(store, t.signer);
-        return { ...base, message: signSpooled(entity, digests!, creds), action: 'detached-signature', algorithm: 'sha-256', certificates: [creds.cert.fingerprint] };
-      }
-      case 'unaltered':
-        return { ...base, message: unalteredSpooled(entity), action: 'unaltered' };
-      case 'unwrap':
-        throw new Error('unreachable: a plain message is not unwrapped');
-    }
+    if (t.kind === 'unwrap') throw new Error('unreachable: a plain message is not unwrapped');
+    return secureOutbound(d, t, store, {
+      signAndEncrypt: (creds, certs, options) => signAndEncryptSpooled(entity, digests!, creds, certs, options),
+      encrypt: (certs, options) => encryptSpooled(entity, certs, options),
+      sign: (creds) => signSpooled(entity, digests!, creds),
+      unaltered: () => unalteredSpooled(entity),
+    });
   });
   return { plan, deliveries };
 }
