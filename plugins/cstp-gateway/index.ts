@@ -156,7 +156,6 @@ export function register(this: Plugin): void {
   removeStaleSpoolFiles(spoolDir);
   keepHarakaSpoolPrivate(this, join(spoolDir, 'haraka'));
   inDoubt = new InDoubtDeliveries(join(varDir(dir), 'in-doubt'));
-  inDoubt.sweepEvery(3_600_000, (err) => this.logerror(`in-doubt markers: ${err.message}`));
 }
 
 /** A cluster worker's message to the master: an item was queued, run the queue now rather than at its next tick. */
@@ -176,10 +175,12 @@ function exitUnusable(reason: string): void {
 
 /**
  * The retry queue has one runner per spool: the only process (nodes=0) or the cluster master, which takes no
- * connections; workers only enqueue and wake it. init_master runs in exactly that process.
+ * connections; workers only enqueue and wake it. init_master runs in exactly that process, which also sweeps
+ * the expired in-doubt markers for all of them.
  */
 export function hook_init_master(this: Plugin, next: Next, server: { cluster?: unknown }): void {
   queue!.start();
+  inDoubt.sweepEvery(3_600_000, (err) => this.logerror(`in-doubt markers: ${err.message}`));
   if (server.cluster) {
     cluster.on('message', (worker, msg: { event?: string; reason?: string } | undefined) => {
       if (msg?.event === RUN_QUEUE) queue!.runDue().catch((err: Error) => this.logerror(`retry queue: ${err.message}`));
