@@ -1,24 +1,49 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import winston from 'winston';
-import { decision, logger, type TransactionFacts } from '../src/log';
+import { captureLog, decision, logger, setLogLevel, type TransactionFacts } from '../src/log';
 
-/** Runs fn with the logger writing into an array instead of stdout. */
-function capture(fn: () => void): Record<string, unknown>[] {
+/** Runs fn with the logger writing into an array instead of stdout; the raw lines. */
+function raw(fn: () => void): string[] {
   const lines: string[] = [];
-  const stream = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
-  const transport = new winston.transports.Stream({ stream });
-  const saved = logger.transports.slice();
-  logger.clear().add(transport);
+  const restore = captureLog((line) => lines.push(line));
   try {
     fn();
   } finally {
-    logger.clear();
-    for (const t of saved) logger.add(t);
+    restore();
   }
-  return lines.join('').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return lines;
 }
+
+const capture = (fn: () => void): Record<string, unknown>[] => raw(fn).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+describe('logger', () => {
+  it('writes one JSON line per entry, line breaks in a message escaped', () => {
+    const lines = raw(() => logger.log('warn', 'two\nlines', { uuid: 'U1' }));
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], /^\{[^\n]*\}\n$/);
+    const { timestamp, ...rest } = JSON.parse(lines[0]) as Record<string, unknown>;
+    assert.deepEqual(rest, { level: 'warn', message: 'two\nlines', uuid: 'U1' });
+    assert.ok(!Number.isNaN(Date.parse(String(timestamp))));
+  });
+
+  it('leaves out entries below the level set, and the level reads back', () => {
+    try {
+      setLogLevel('warn');
+      assert.equal(logger.level, 'warn');
+      const lines = capture(() => {
+        logger.log('error', 'e');
+        logger.log('warn', 'w');
+        logger.info('i');
+        logger.log('debug', 'd');
+      });
+      assert.deepEqual(lines.map((l) => l.message), ['e', 'w']);
+      setLogLevel('debug');
+      assert.equal(capture(() => logger.log('debug', 'd')).length, 1);
+    } finally {
+      setLogLevel('info');
+    }
+  });
+});
 
 const facts: TransactionFacts = {
   uuid: 'A1B2C3.1',

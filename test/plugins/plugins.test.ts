@@ -4,10 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import winston from 'winston';
 import { clientFacts, codes, type Connection, type Plugin } from '../../plugins/haraka';
-import { logger } from '../../src/log';
+import { captureLog, logger } from '../../src/log';
 
 type NextCall = [number | undefined, string | undefined];
 
@@ -86,16 +84,14 @@ describe('cstp-log', () => {
   async function captured(items: { level: string; data: string }[]): Promise<Record<string, unknown>[]> {
     const plugin = await import('../../plugins/cstp-log/index');
     const lines: string[] = [];
-    const stream = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
-    const saved = { transports: logger.transports.slice(), level: logger.level };
-    logger.clear().add(new winston.transports.Stream({ stream }));
+    const restore = captureLog((line) => lines.push(line));
+    const level = logger.level;
     logger.level = 'debug';
     try {
       for (const item of items) assert.deepEqual(callHook((next) => plugin.hook_log(next, {}, item)), [codes.ok, undefined]);
     } finally {
-      logger.clear();
-      for (const t of saved.transports) logger.add(t);
-      logger.level = saved.level;
+      restore();
+      logger.level = level;
     }
     return lines.join('').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
   }
