@@ -23,7 +23,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { paperCert, paperKey } from '../test/policy/paper-pki';
-import { cpuSeconds, dataPayload, median, percentile, rssMb, sendOne, smtpSource, smtpSourceCommand, steadyLatency } from './gateway/load';
+import { cpuSeconds, dataPayload, machineSeconds, median, percentile, reapedChildrenSeconds, rssMb, sendOne, smtpSource, smtpSourceCommand, steadyLatency } from './gateway/load';
 import { sinkDumps, startAll, startCstp, startPipeFilter, startRelay, startSink, type Server, type SpawnOptions } from './gateway/systems';
 
 const QUICK = process.env.CSTP_BENCH_QUICK === '1';
@@ -75,14 +75,28 @@ const rotate = <T>(xs: T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % x
 
 interface Measure {
   rate: number;
+  /** CPU of the system's own processes per message. */
   cpuMs: number;
+  /** CPU of the load per message: smtp-source and smtp-sink. */
+  loadMs: number;
+  /** Share of all the machine's cores that was busy during the run (the system, the load, the kernel, any neighbour). */
+  busy: number;
 }
 
-async function throughput(server: Server, file: string, count: number): Promise<Measure> {
+async function throughput(server: Server, sink: Server, file: string, count: number): Promise<Measure> {
   const cpu0 = cpuSeconds(server.pids());
+  const load0 = reapedChildrenSeconds() + cpuSeconds(sink.pids());
+  const machine0 = machineSeconds();
   const run = await smtpSource(server.port, file, count, SESSIONS);
+  const machine1 = machineSeconds();
+  const load1 = reapedChildrenSeconds() + cpuSeconds(sink.pids());
   const cpu1 = cpuSeconds(server.pids());
-  return { rate: run.messages / run.seconds, cpuMs: ((cpu1 - cpu0) * 1000) / run.messages };
+  return {
+    rate: run.messages / run.seconds,
+    cpuMs: ((cpu1 - cpu0) * 1000) / run.messages,
+    loadMs: ((load1 - load0) * 1000) / run.messages,
+    busy: (machine1.busy - machine0.busy) / (machine1.total - machine0.total),
+  };
 }
 
 function countDecisions(log: string, pattern: RegExp): number {
@@ -212,7 +226,7 @@ async function main(): Promise<void> {
       for (let r = 0; r < ROUNDS; r++) {
         const round = {} as Record<Sys, Measure>;
         for (const sys of rotate(SYSTEMS, r)) {
-          round[sys] = await throughput(servers[sys], fileFor(sys, size), COUNT[size][sys]);
+          round[sys] = await throughput(servers[sys], sink, fileFor(sys, size), COUNT[size][sys]);
           if (sys === 'b' || sys === 'c') sent[sys] += COUNT[size][sys];
         }
         rounds.push(round);
@@ -222,9 +236,11 @@ async function main(): Promise<void> {
       const ratio = (x: Sys, y: Sys): number[] => rounds.map((r) => r[x].rate / r[y].rate);
       const lines = [
         `throughput, ${SIZE_LABEL[size]}, ${SESSIONS} sessions, ${ROUNDS} round(s), medians`,
-        `${'system'.padEnd(26)}${pad('msg/s', 9)}${pad('CPU ms/msg', 12)}${pad('msgs/round', 12)}   per-round msg/s`,
+        `${'system'.padEnd(26)}${pad('msg/s', 9)}${pad('CPU ms/msg', 12)}${pad('load ms/msg', 13)}${pad('busy', 7)}${pad('msgs/round', 12)}   per-round msg/s`,
         ...SYSTEMS.map((s) =>
-          `${LABEL[s].padEnd(26)}${pad(fmt(med(s, 'rate')), 9)}${pad(fmt(med(s, 'cpuMs')), 12)}${pad(String(COUNT[size][s]), 12)}   ${rounds.map((r) => fmt(r[s].rate)).join(' ')}`),
+          `${LABEL[s].padEnd(26)}${pad(fmt(med(s, 'rate')), 9)}${pad(fmt(med(s, 'cpuMs')), 12)}${pad(fmt(med(s, 'loadMs')), 13)}` +
+          `${pad(`${Math.round(med(s, 'busy') * 100)}%`, 7)}${pad(String(COUNT[size][s]), 12)}   ${rounds.map((r) => fmt(r[s].rate)).join(' ')}`),
+        '(load: smtp-source and smtp-sink; busy: all cores of the machine during the run)',
       ];
       const target = size === '10k' ? 1.0 : 0.8;
       for (const [x, y, t] of [['b', 'a', target], ['c', 'a', target], ['b', 'd', 10]] as [Sys, Sys, number][]) {
@@ -236,6 +252,13 @@ async function main(): Promise<void> {
       for (const x of ['b', 'c'] as Sys[]) {
         const rs = ratio(x, 'e');
         lines.push(`ratio ${x}/e: ${fmt(median(rs), 2)}x (rounds ${rs.map((v) => v.toFixed(2)).join(' ')}); no target: the relay on as many cores as cstp`);
+      }
+      // What the cores allow: a system whose own CPU per message is C, with the load taking L per message, cannot pass
+      // cores / (C + L) messages per second, however its work is spread.
+      const cores = cpus().length;
+      for (const x of ['b', 'c'] as Sys[]) {
+        const ceiling = (cores * 1000) / (med(x, 'cpuMs') + med(x, 'loadMs'));
+        lines.push(`ceiling ${x}: ${cores} cores / (${fmt(med(x, 'cpuMs'))} + ${fmt(med(x, 'loadMs'))} ms) = ${fmt(ceiling)} msg/s, ${fmt(ceiling / med('a', 'rate'), 2)}x (a)`);
       }
       console.log(`\n${lines.join('\n')}\n`);
       summary.push(lines.join('\n'));

@@ -28,6 +28,22 @@ export function cpuSeconds(pids: number[]): number {
   return ticks / CLK_TCK;
 }
 
+/** CPU seconds of the children this process has reaped (smtp-source runs): cutime + cstime of /proc/self/stat. */
+export function reapedChildrenSeconds(): number {
+  const stat = readFileSync('/proc/self/stat', 'latin1');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / CLK_TCK;
+}
+
+/** Busy and total CPU seconds of the whole machine, all cores (the first line of /proc/stat; idle and iowait are not busy). */
+export function machineSeconds(): { busy: number; total: number } {
+  const [, ...ticks] = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = ticks.map(Number);
+  const busy = user + nice + system + irq + softirq + steal;
+  return { busy: busy / CLK_TCK, total: (busy + idle + iowait) / CLK_TCK };
+}
+
 /** Resident set size in MB of a process (VmRSS). */
 export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
