@@ -20,7 +20,8 @@ import {
   type Endpoint, type InDoubtRecord, type MailParams, type QueueItem, type RcptParams, type RouteMemory, type SmtpReply, type TlsState,
 } from '../../src/delivery';
 import { ensureGatewayIdentities } from '../../src/gateway/identities';
-import { secureMessage, secureSpooled, type Secured } from '../../src/gateway/securing';
+import { NoTurn, OneAtATime } from '../../src/gateway/one-at-a-time';
+import { secureMessage, secureSpooled, type Secured, type SecuredSpooled } from '../../src/gateway/securing';
 import { BodySpool, type SpooledMessage } from '../../src/smime/stream/spool';
 import type { MessageSource } from '../../src/delivery/smtp-client';
 import { decision, type DeliveryFacts, type TlsFacts } from '../../src/log';
@@ -69,6 +70,22 @@ interface HarakaTransaction extends Transaction {
  */
 export const STREAM_ABOVE = 4 * 1024 * 1024;
 
+/**
+ * How long a large message that must be secured in memory waits for its turn (largeInMemory) before its client
+ * gets a 451: half of the 10 minutes a client waits for the reply to its final dot (RFC 5321 4.5.3.2.6), so the
+ * rest is left for securing and delivering it, and the client hears from us before it gives up.
+ */
+export const LARGE_IN_MEMORY_WAIT_MS = 5 * 60_000;
+
+/**
+ * A spooled message that cannot be streamed (top level S/MIME already, as all inbound encrypted mail; content to
+ * be made 7-bit; a header section over 1 MiB) is read into memory, and decrypting and verifying it costs about
+ * four times its size. Anyone can send such messages, so a few at once could take the process, and everyone's
+ * mail, down: one of them per process is held in memory at a time, from reading it until its deliveries are
+ * done, and the others wait their turn in order of arrival.
+ */
+const largeInMemory = new OneAtATime(LARGE_IN_MEMORY_WAIT_MS);
+
 /** The body of a message being received: held (as Haraka's store holds it too) until it is large, then on disk. */
 interface Tap {
   inBody: boolean;
@@ -90,10 +107,13 @@ interface State {
   rcptParams: Map<string, RcptParams>;
   /** Set by data_post when everything went out: what the queue hook answers. */
   accepted?: SmtpReply;
-  /** data_post is securing and delivering: the client's whole message is here, so it goes out even if the client leaves. */
+  /**
+   * data_post is securing and delivering: the client's whole message is here, so it goes out even if the client
+   * leaves; only a large message still waiting for its turn in memory (largeInMemory) is given up, nothing of it sent.
+   */
   delivering?: boolean;
-  /** The client left while the message was being delivered: it will not see our answer. */
-  clientGone?: boolean;
+  /** Aborted when the client left while data_post was under way: it will not see our answer. */
+  clientGone: AbortController;
   /** The in-doubt key (envelope and the client's bytes), set at data_post. */
   key?: string;
 }
@@ -259,7 +279,7 @@ function closeState(connection: Connection): void {
   if (!tx) return;
   const state = states.get(tx);
   // A delivery under way finishes (and leaves its in-doubt marker): cut now, the destination might have it anyway.
-  if (state?.delivering) state.clientGone = true;
+  if (state?.delivering) state.clientGone.abort();
   else state?.upstream.close();
   states.delete(tx);
 }
@@ -290,7 +310,7 @@ export function hook_mail(
     timeouts: delivery.timeouts,
   });
   const mailParams = mailParamsOf(params[1]);
-  const state: State = { upstream, destination, mailParams, rcptParams: new Map() };
+  const state: State = { upstream, destination, mailParams, rcptParams: new Map(), clientGone: new AbortController() };
   states.set(tx, state);
   upstream.mailFrom(addressOf(params[0]), mailParams).then(
     (reply) => {
@@ -423,30 +443,17 @@ interface Prepared {
   original: Buffer;
 }
 
-/**
- * Plans and secures the transaction. A large message is spooled and streamed (secureSpooled); when it cannot be
- * streamed, or it is small, it is read into memory and secured there (secureMessage).
- */
-async function prepare(tx: HarakaTransaction, connection: Connection, spool: SpooledMessage | undefined, sender: string, recipients: string[]): Promise<Prepared> {
-  const input = { clientIp: connection.remote.ip, direction: connection.notes.cstp_direction as Direction | undefined, sender, recipients };
-  if (spool) {
-    const streamed = await secureSpooled({ ...input, spool }, policy, store!);
-    if (streamed) {
-      return {
-        plan: streamed.plan,
-        deliveries: streamed.deliveries.map((d) => ({ ...d, source: () => d.message.chunks() })),
-        original: spool.head,
-      };
-    }
-  }
-  const message = spool ? spool.readAll() : await readMessage(tx);
-  const secured = secureMessage({ ...input, message }, policy, store!);
-  return {
-    plan: secured.plan,
-    deliveries: secured.deliveries.map((d) => ({ ...d, source: () => [d.message] })),
-    original: message,
-  };
-}
+const streamedDeliveries = (streamed: SecuredSpooled, spool: SpooledMessage): Prepared => ({
+  plan: streamed.plan,
+  deliveries: streamed.deliveries.map((d) => ({ ...d, source: () => d.message.chunks() })),
+  original: spool.head,
+});
+
+const inMemoryDeliveries = (secured: Secured, message: Buffer): Prepared => ({
+  plan: secured.plan,
+  deliveries: secured.deliveries.map((d) => ({ ...d, source: () => [d.message] })),
+  original: message,
+});
 
 export function hook_data_post(this: Plugin, next: Next, connection: Connection): void {
   const tx = connection.transaction as HarakaTransaction | null;
@@ -507,7 +514,7 @@ function findInDoubt(plugin: Plugin, connection: Connection, key: string): InDou
 function markInDoubt(plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State, reply: SmtpReply): void {
   if (!state.key) return;
   try {
-    inDoubt.record(state.key, { transaction: tx.uuid, reply: `${reply.code} ${reply.lines.join(' ')}`, pid: process.pid, abandoned: state.clientGone });
+    inDoubt.record(state.key, { transaction: tx.uuid, reply: `${reply.code} ${reply.lines.join(' ')}`, pid: process.pid, abandoned: state.clientGone.signal.aborted });
     inDoubtKeys.set(tx, state.key);
   } catch (err) {
     connection.logerror(plugin, `in-doubt marker not written (a resend would be delivered again): ${(err as Error).message}`);
@@ -557,26 +564,70 @@ async function processMessage(plugin: Plugin, connection: Connection, tx: Haraka
   }
 }
 
+/**
+ * Plans, secures and delivers the transaction. A large message is spooled and streamed (secureSpooled); when it
+ * cannot be streamed it is read into memory and secured there (secureMessage), one such message per process at a
+ * time (largeInMemory); a small message is secured in memory at once.
+ */
 async function secureAndDeliver(
   plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State, spool: SpooledMessage | undefined,
 ): Promise<SmtpReply> {
   const started = Date.now();
   const sender = addressOf(tx.mail_from);
   const recipients = tx.rcpt_to.map(addressOf);
-  const direction = connection.notes.cstp_direction as Direction | undefined;
-  const facts = (deliveries: DeliveryFacts[], dir: Direction): void => logDecision(connection, tx, state, { direction: dir, sender, recipients, deliveries });
-
-  let secured: Prepared;
-  try {
-    secured = await prepare(tx, connection, spool, sender, recipients);
-  } catch (err) {
-    // Signing or encryption failed: nothing may go out, least of all in plaintext.
+  const input = { clientIp: connection.remote.ip, direction: connection.notes.cstp_direction as Direction | undefined, sender, recipients };
+  /** Nothing goes out: the upstream transaction is closed and the decision line says why. */
+  const notSent = (reply: SmtpReply, action: string): SmtpReply => {
     state.upstream.close();
-    const reply = localReply(451, '4.7.0', 'cstp could not secure the message; nothing was sent, try again later');
-    connection.logerror(plugin, `securing failed: ${(err as Error).message}`);
-    facts([{ recipients, action: 'failed', reply: { code: reply.code, text: reply.lines.join(' ') }, durationMs: Date.now() - started }], direction ?? 'outbound');
+    const deliveries = [{ recipients, action, reply: { code: reply.code, text: reply.lines.join(' ') }, durationMs: Date.now() - started }];
+    logDecision(connection, tx, state, { direction: input.direction ?? 'outbound', sender, recipients, deliveries });
     return reply;
+  };
+  // Signing or encryption failed: nothing may go out, least of all in plaintext.
+  const securingFailed = (err: unknown): SmtpReply => {
+    connection.logerror(plugin, `securing failed: ${(err as Error).message}`);
+    return notSent(localReply(451, '4.7.0', 'cstp could not secure the message; nothing was sent, try again later'), 'failed');
+  };
+  const inMemory = async (read: () => Buffer | Promise<Buffer>): Promise<SmtpReply> => {
+    let secured: Prepared;
+    try {
+      const message = await read();
+      secured = inMemoryDeliveries(secureMessage({ ...input, message }, policy, store!), message);
+    } catch (err) {
+      return securingFailed(err);
+    }
+    return deliverSecured(plugin, connection, tx, state, secured, started);
+  };
+
+  if (!spool) return inMemory(() => readMessage(tx));
+  let streamed: SecuredSpooled | undefined;
+  try {
+    streamed = await secureSpooled({ ...input, spool }, policy, store!);
+  } catch (err) {
+    return securingFailed(err);
   }
+  if (streamed) return deliverSecured(plugin, connection, tx, state, streamedDeliveries(streamed, spool), started);
+  try {
+    // Held until the deliveries are done: their bytes are in memory until then.
+    return await largeInMemory.run(() => inMemory(() => spool.readAll()), state.clientGone.signal);
+  } catch (err) {
+    if (!(err instanceof NoTurn)) throw err;
+    if (err.reason === 'cancelled') {
+      connection.lognotice(plugin, 'the client left while its large message waited for its turn in memory: nothing was sent');
+      return notSent(localReply(451, '4.3.2', 'cstp: the client left before its turn; nothing was sent'), 'not-sent');
+    }
+    connection.lognotice(plugin, `a large message waited ${LARGE_IN_MEMORY_WAIT_MS / 1000} s for its turn in memory: 451, nothing was sent`);
+    return notSent(localReply(451, '4.3.2', 'cstp: busy with another large message, try again later'), 'deferred');
+  }
+}
+
+/** The secured message to the destination, or for what the policy holds back or refuses, the reason. */
+async function deliverSecured(
+  plugin: Plugin, connection: Connection, tx: HarakaTransaction, state: State, secured: Prepared, started: number,
+): Promise<SmtpReply> {
+  const sender = addressOf(tx.mail_from);
+  const recipients = tx.rcpt_to.map(addressOf);
+  const facts = (deliveries: DeliveryFacts[], dir: Direction): void => logDecision(connection, tx, state, { direction: dir, sender, recipients, deliveries });
   const { plan } = secured;
   if (plan.temporaryFailure) {
     state.upstream.close();
