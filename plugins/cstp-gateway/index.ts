@@ -449,10 +449,10 @@ const streamedDeliveries = (streamed: SecuredSpooled, spool: SpooledMessage): Pr
   original: spool.head,
 });
 
-const inMemoryDeliveries = (secured: Secured, message: Buffer): Prepared => ({
+const inMemoryDeliveries = (secured: Secured, original: Buffer): Prepared => ({
   plan: secured.plan,
   deliveries: secured.deliveries.map((d) => ({ ...d, source: () => [d.message] })),
-  original: message,
+  original,
 });
 
 export function hook_data_post(this: Plugin, next: Next, connection: Connection): void {
@@ -588,11 +588,12 @@ async function secureAndDeliver(
     connection.logerror(plugin, `securing failed: ${(err as Error).message}`);
     return notSent(localReply(451, '4.7.0', 'cstp could not secure the message; nothing was sent, try again later'), 'failed');
   };
-  const inMemory = async (read: () => Buffer | Promise<Buffer>): Promise<SmtpReply> => {
+  /** `quoted`: what a DSN quotes, when not the whole message (a spooled one's header section, so the message need not stay in memory for it). */
+  const inMemory = async (read: () => Buffer | Promise<Buffer>, quoted?: Buffer): Promise<SmtpReply> => {
     let secured: Prepared;
     try {
       const message = await read();
-      secured = inMemoryDeliveries(secureMessage({ ...input, message }, policy, store!), message);
+      secured = inMemoryDeliveries(secureMessage({ ...input, message }, policy, store!), quoted ?? message);
     } catch (err) {
       return securingFailed(err);
     }
@@ -609,7 +610,7 @@ async function secureAndDeliver(
   if (streamed) return deliverSecured(plugin, connection, tx, state, streamedDeliveries(streamed, spool), started);
   try {
     // Held until the deliveries are done: their bytes are in memory until then.
-    return await largeInMemory.run(() => inMemory(() => spool.readAll()), state.clientGone.signal);
+    return await largeInMemory.run(() => inMemory(() => spool.readAll(), spool.head), state.clientGone.signal);
   } catch (err) {
     if (!(err instanceof NoTurn)) throw err;
     if (err.reason === 'cancelled') {
