@@ -32,6 +32,8 @@ export interface LogMethods {
 export interface Plugin extends LogMethods {
   name: string;
   haraka_require(module: string): unknown;
+  /** Haraka's configuration of this instance (config/), e.g. get('smtp.ini'). */
+  config: { get(name: string): unknown };
 }
 
 export interface Transaction extends LogMethods {

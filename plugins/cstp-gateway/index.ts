@@ -71,20 +71,20 @@ interface HarakaTransaction extends Transaction {
 export const STREAM_ABOVE = 4 * 1024 * 1024;
 
 /**
- * How long a large message that must be secured in memory waits for its turn (largeInMemory) before its client
- * gets a 451: half of the 10 minutes a client waits for the reply to its final dot (RFC 5321 4.5.3.2.6), so the
- * rest is left for securing and delivering it, and the client hears from us before it gives up.
- */
-export const LARGE_IN_MEMORY_WAIT_MS = 5 * 60_000;
-
-/**
  * A spooled message that cannot be streamed (top level S/MIME already, as all inbound encrypted mail; content to
  * be made 7-bit; a header section over 1 MiB) is read into memory, and decrypting and verifying it costs about
  * four times its size. Anyone can send such messages, so a few at once could take the process, and everyone's
  * mail, down: one of them per process is held in memory at a time, from reading it until its deliveries are
- * done, and the others wait their turn in order of arrival.
+ * done, and the others wait their turn in order of arrival. Set up by register().
  */
-const largeInMemory = new OneAtATime(LARGE_IN_MEMORY_WAIT_MS);
+let largeInMemory: OneAtATime;
+
+/**
+ * The share of smtp.ini's inactivity_timeout a large message may wait for its turn before its client gets a 451.
+ * Haraka's idle timer runs from the client's final dot while data_post works, and closes the connection with a
+ * 421 when it fires: the wait must end well before, leaving the rest for securing and delivering the message.
+ */
+const LARGE_WAIT_SHARE = 0.4;
 
 /** The body of a message being received: held (as Haraka's store holds it too) until it is large, then on disk. */
 interface Tap {
@@ -171,6 +171,8 @@ export function register(this: Plugin): void {
     send: smtpSender({ heloName: heloFallback, tls: delivery.tls, timeouts: delivery.timeouts }),
     onError: (err) => this.logerror(`retry queue: ${err.message}`),
   });
+  const inactivitySeconds = Number((this.config.get('smtp.ini') as { main?: { inactivity_timeout?: unknown } }).main?.inactivity_timeout ?? 300);
+  largeInMemory = new OneAtATime(LARGE_WAIT_SHARE * (inactivitySeconds > 0 ? inactivitySeconds : 300) * 1000);
   spoolDir = join(varDir(dir), 'spool');
   mkdirSync(spoolDir, { recursive: true, mode: 0o700 }); // messages are private mail
   removeStaleSpoolFiles(spoolDir);
@@ -609,6 +611,7 @@ async function secureAndDeliver(
   }
   if (streamed) return deliverSecured(plugin, connection, tx, state, streamedDeliveries(streamed, spool), started);
   try {
+    if (largeInMemory.busy) connection.lognotice(plugin, 'a large message waits for its turn in memory (one at a time per process)');
     // Held until the deliveries are done: their bytes are in memory until then.
     return await largeInMemory.run(() => inMemory(() => spool.readAll(), spool.head), state.clientGone.signal);
   } catch (err) {
@@ -617,7 +620,7 @@ async function secureAndDeliver(
       connection.lognotice(plugin, 'the client left while its large message waited for its turn in memory: nothing was sent');
       return notSent(localReply(451, '4.3.2', 'cstp: the client left before its turn; nothing was sent'), 'not-sent');
     }
-    connection.lognotice(plugin, `a large message waited ${LARGE_IN_MEMORY_WAIT_MS / 1000} s for its turn in memory: 451, nothing was sent`);
+    connection.lognotice(plugin, `a large message waited ${largeInMemory.maxWaitMs / 1000} s for its turn in memory: 451, nothing was sent`);
     return notSent(localReply(451, '4.3.2', 'cstp: busy with another large message, try again later'), 'deferred');
   }
 }

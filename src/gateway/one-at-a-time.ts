@@ -18,7 +18,12 @@ export class OneAtATime {
   private readonly waiting: (() => void)[] = [];
 
   /** `maxWaitMs`: how long a piece of work may wait for its turn before it is given up (NoTurn 'timed-out'). */
-  constructor(private readonly maxWaitMs: number) {}
+  constructor(readonly maxWaitMs: number) {}
+
+  /** Whether work runs now, so that new work would wait. */
+  get busy(): boolean {
+    return this.running;
+  }
 
   /**
    * Runs `work` once nothing else of this gate runs and everything that came before has had its turn; the next

@@ -27,6 +27,8 @@ import { jsonLines, swaks } from './harness';
 import { creds, paperPem, startGateway, stop, type Running } from './paper-gateways';
 
 const MIB = 1024 * 1024;
+/** What the gateway logs when a large message has to wait for its turn in memory. */
+const WAITS = 'a large message waits for its turn in memory';
 const CONTENT = Number(process.env.CSTP_LARGE_INBOUND_MB ?? 24) * MIB;
 /**
  * Four, not three: without the gate the process holds the secured bytes of every message whose delivery is under
@@ -258,8 +260,8 @@ describe('large inbound S/MIME messages, several at once', () => {
     const leaving = await openTransaction(held!);
     void leaving.data([readFileSync(leaver.file)]);
     const spooled = (): string[] => readdirSync(join(held!.dir, 'var', 'spool')).filter((f) => f !== 'haraka');
-    await waitFor(() => spooled().length === 2, 10_000, "the leaver's message spooled");
-    await new Promise((r) => setTimeout(r, 1000)); // the rest of it arrives, and data_post puts it in line
+    const inLine = (n: number) => (): boolean => held!.gw.stdout().split(WAITS).length > n;
+    await waitFor(inLine(1), 10_000, "the leaver's message in line");
     leaving.close();
     await waitFor(
       () => held!.gw.stdout().includes('the client left while its large message waited for its turn'), 10_000, 'the leaver given up',
@@ -267,8 +269,7 @@ describe('large inbound S/MIME messages, several at once', () => {
 
     // The next one waits behind the holder, where the leaver was.
     const nextReply = send(held!, next);
-    await waitFor(() => spooled().length === 2, 10_000, 'the next message spooled');
-    await new Promise((r) => setTimeout(r, 1000));
+    await waitFor(inLine(2), 10_000, 'the next message in line');
     destination.releaseFirst();
     assert.equal((await holding).code, 250);
     assert.equal((await nextReply).code, 250);

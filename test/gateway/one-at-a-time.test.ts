@@ -19,7 +19,9 @@ test('one at a time, the others in order of arrival', async () => {
   const gate = new OneAtATime(60_000);
   const started: string[] = [];
   const [a, b, c] = ['a', 'b', 'c'].map((n) => work(started, n));
+  assert.equal(gate.busy, false);
   const results = [gate.run(a.run), gate.run(b.run), gate.run(c.run)];
+  assert.equal(gate.busy, true, 'new work would wait');
   await tick();
   assert.deepEqual(started, ['a']);
   a.finish();
@@ -30,6 +32,7 @@ test('one at a time, the others in order of arrival', async () => {
   assert.deepEqual(started, ['a', 'b', 'c']);
   c.finish();
   assert.deepEqual(await Promise.all(results), ['a', 'b', 'c']);
+  assert.equal(gate.busy, false);
   // Free again: the next one runs at once.
   assert.equal(await gate.run(() => 'd'), 'd');
 });

@@ -21,6 +21,7 @@ function fakePlugin(registeredHooks: Record<string, unknown[]> = {}): Plugin {
   return {
     name: 'test',
     haraka_require: (m: string) => (m === 'plugins' ? { registered_hooks: registeredHooks } : assert.fail(m)),
+    config: { get: (name: string) => assert.fail(name) },
     logdebug: noop, loginfo: noop, lognotice: noop, logwarn: noop, logerror: noop,
   };
 }
