@@ -315,8 +315,11 @@ export function makeDsn(input: {
   const status = (r: SmtpReply): string => r.enhanced ?? `${Math.floor(r.code / 100)}.0.0`;
   const diagnostic = (r: SmtpReply): string => `smtp; ${r.code} ${r.lines.join(' ')}`.replace(/[\r\n]/g, ' ');
   const headerEnd = message.indexOf('\r\n\r\n');
+  // A large message's DSN is given its header section only (the body is on disk or gone): that is quoted as
+  // headers even under RET=FULL, rather than as a message/rfc822 whose body is missing.
+  const headersOnly = headerEnd < 0 || headerEnd + 4 >= message.length;
   const original =
-    item.mailParams.ret === 'FULL'
+    item.mailParams.ret === 'FULL' && !headersOnly
       ? ['Content-Type: message/rfc822', '', message.toString('latin1')]
       : ['Content-Type: text/rfc822-headers', '', message.subarray(0, headerEnd < 0 ? message.length : headerEnd + 2).toString('latin1')];
   const perRecipient = failed.flatMap(({ recipient, reply }) => [

@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { RetryQueue, smtpSender, type RetryQueueOptions } from '../../src/delivery/retry-queue';
+import { makeDsn, RetryQueue, smtpSender, type RetryQueueOptions } from '../../src/delivery/retry-queue';
 import type { Endpoint } from '../../src/delivery/transaction';
 import { freePort, startSink, type Sink } from './peers';
 
@@ -106,6 +106,25 @@ describe('RetryQueue (durable spool, retries, DSN bounces) against smtp-sink', (
     assert.match(dsn, /^Content-Type: text\/rfc822-headers$/m);
     assert.match(dsn, /^Message-ID: <q1@a\.example>$/m);
     assert.doesNotMatch(dsn, /leading dot/, 'RET defaults to headers only');
+  });
+
+  it('quotes the whole message under RET=FULL, and a header section alone as headers', () => {
+    const item = {
+      id: 'x', from: 'a@a.example', mailParams: { ret: 'FULL' as const }, recipients: [{ address: 'b@b.example', params: {} }],
+      destination: at(25), arrival: new Date(0).toISOString(), attempts: 1, nextAttempt: 0,
+    };
+    const dsn = (message: Buffer): string => makeDsn({
+      reportingMta: 'gw.a.example', item, message, date: new Date(0),
+      failed: [{ recipient: item.recipients[0], reply: { code: 550, enhanced: '5.1.1', lines: ['no such user'] } }],
+    }).toString('latin1');
+    const whole = dsn(MESSAGE);
+    assert.match(whole, /^Content-Type: message\/rfc822\r$/m);
+    assert.match(whole, /leading dot/);
+    const head = MESSAGE.subarray(0, MESSAGE.indexOf('\r\n\r\n') + 4);
+    const headers = dsn(head);
+    assert.match(headers, /^Content-Type: text\/rfc822-headers\r$/m);
+    assert.doesNotMatch(headers, /message\/rfc822/);
+    assert.match(headers, /^Message-ID: <q1@a\.example>\r$/m);
   });
 
   it('bounces a permanent failure at once, honouring NOTIFY=NEVER for others', async () => {
