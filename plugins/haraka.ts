@@ -52,6 +52,8 @@ export interface Connection extends LogMethods {
   transaction: Transaction | null;
   /** The listening server that accepted the connection. */
   server?: object;
+  /** The client's socket; its timeout is smtp.ini inactivity_timeout (a 421 and a close when it fires). */
+  client?: { setTimeout(ms: number): unknown };
 }
 
 /** The client leg of the decision line: who connected and how its TLS stands. */

@@ -78,11 +78,13 @@ export const STREAM_ABOVE = 4 * 1024 * 1024;
  * done, and the others wait their turn in order of arrival. Set up by register().
  */
 let largeInMemory: OneAtATime;
+/** smtp.ini inactivity_timeout in ms: how long Haraka lets a client sit silent. */
+let clientIdleMs: number;
 
 /**
- * The share of smtp.ini's inactivity_timeout a large message may wait for its turn before its client gets a 451.
- * Haraka's idle timer runs from the client's final dot while data_post works, and closes the connection with a
- * 421 when it fires: the wait must end well before, leaving the rest for securing and delivering the message.
+ * The share of smtp.ini's inactivity_timeout a large message may wait for its turn before its client gets a 451:
+ * a client is not kept silent in line for longer than a part of what the gateway allows it to be idle, and the
+ * rest of the 10 minutes it waits for a reply to its final dot is left for securing and delivering the message.
  */
 const LARGE_WAIT_SHARE = 0.4;
 
@@ -172,7 +174,8 @@ export function register(this: Plugin): void {
     onError: (err) => this.logerror(`retry queue: ${err.message}`),
   });
   const inactivitySeconds = Number((this.config.get('smtp.ini') as { main?: { inactivity_timeout?: unknown } }).main?.inactivity_timeout ?? 300);
-  largeInMemory = new OneAtATime(LARGE_WAIT_SHARE * (inactivitySeconds > 0 ? inactivitySeconds : 300) * 1000);
+  clientIdleMs = (inactivitySeconds > 0 ? inactivitySeconds : 300) * 1000;
+  largeInMemory = new OneAtATime(LARGE_WAIT_SHARE * clientIdleMs);
   spoolDir = join(varDir(dir), 'spool');
   mkdirSync(spoolDir, { recursive: true, mode: 0o700 }); // messages are private mail
   removeStaleSpoolFiles(spoolDir);
@@ -472,8 +475,15 @@ export function hook_data_post(this: Plugin, next: Next, connection: Connection)
   const earlier = state.key && findInDoubt(this, connection, state.key);
   if (earlier) return answerResend(this, next, connection, tx, state, earlier);
   state.delivering = true;
+  // The client is silent now, waiting for the reply to its final dot, and may wait 10 minutes (RFC 5321
+  // 4.5.3.2.6). Haraka's idle timer would cut it with a 421 while the destination is still within its own
+  // final-dot time (up to 9 minutes): cstp's upstream timeouts bound this wait instead, and the timer is back
+  // once the client has its reply.
+  connection.client?.setTimeout(0);
+  const answered = (): void => void connection.client?.setTimeout(clientIdleMs);
   processMessage(this, connection, tx, state).then(
     (reply) => {
+      answered();
       state.delivering = false;
       if (isPositive(reply)) {
         state.accepted = reply;
@@ -483,6 +493,7 @@ export function hook_data_post(this: Plugin, next: Next, connection: Connection)
       next(verdictOf(reply), dsnOf(reply) as unknown as string);
     },
     (err: Error) => {
+      answered();
       state.delivering = false;
       connection.logerror(this, `cstp: ${err.stack ?? err.message}`);
       state.upstream.close();

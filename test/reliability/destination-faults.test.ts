@@ -12,8 +12,11 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Gateway } from '../gateway/harness';
 import { amdStore } from '../gateway/paper-gateways';
+import { SmtpClient } from '../../src/delivery/smtp-client';
 import { scriptedServer, type ScriptedConnection, type ScriptedServer } from '../delivery/peers';
 import { numberedMessage, sendMail, type SendResult } from './crash-smtp';
 import { decisions, prepareInstance, sleep, start, stopAndRemove, type Instance } from './faults-gateway';
@@ -23,10 +26,13 @@ const TIMEOUT_S = 2;
 const SLACK_MS = 8_000;
 const PROMPT_MS = 5_000;
 const SECRET = 'SECRET-BODY-MARKER';
+/** How long 'slow-final' takes to answer the final dot: longer than the client idle limit of the second suite. */
+const SLOW_FINAL_MS = 4_000;
 
 type Mode =
   | 'accept' | 'hang-accept' | '421-connect' | 'hang-ehlo' | 'mail-451' | 'mail-550' | 'hang-mail' | 'hang-rcpt'
-  | 'rcpt-second-550' | 'data-451' | 'data-554' | 'hang-data' | 'hang-final' | 'cut-mid-data' | 'stall-reader' | 'slow-reader';
+  | 'rcpt-second-550' | 'data-451' | 'data-554' | 'hang-data' | 'hang-final' | 'slow-final' | 'cut-mid-data' | 'stall-reader'
+  | 'slow-reader';
 
 let mode: Mode = 'accept';
 /** Every connection's received bytes, and the DATA content of each (what would be "sent"). */
@@ -95,6 +101,7 @@ async function peer(conn: ScriptedConnection): Promise<void> {
       for (let l = await conn.line(); l !== '.'; l = await conn.line()) lines.push(l);
       contents.push(lines.join('\r\n'));
       if (m === 'hang-final') return forever(conn);
+      if (m === 'slow-final') await sleep(SLOW_FINAL_MS);
       conn.send('250 2.0.0 queued as SCRIPTED\r\n');
     } else if (verb === 'QUIT') {
       conn.send('221 2.0.0 bye\r\n');
@@ -262,5 +269,54 @@ describe('destination faults through the gateway', { timeout: 180_000 }, () => {
     assert.equal(gw!.child.exitCode, null);
     const r = await send('accept');
     at(r, 'dot', 2);
+  });
+});
+
+/**
+ * A destination that takes longer to answer the final dot than the gateway lets a client sit idle (smtp.ini
+ * inactivity_timeout, 2 s here), but within the upstream final-dot timeout: the client, which is silent while it
+ * waits for that reply, gets the destination's 250, not Haraka's "421 timeout".
+ */
+describe('a destination slower to answer the final dot than the client idle limit', { timeout: 60_000 }, () => {
+  let server: ScriptedServer;
+  let inst: Instance | undefined;
+  let gw: Gateway | undefined;
+
+  before(async () => {
+    server = await scriptedServer(peer);
+    inst = await prepareInstance(
+      `[policy]\nlocal_domains = amd\nrequire_encryption = intel\n[delivery]\nnext_hop = 127.0.0.1:${server.port}\nfinal_dot_timeout = 20\n`,
+      amdStore,
+    );
+    const smtpIni = join(inst.dir, 'config', 'smtp.ini');
+    writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replace(/^inactivity_timeout=.*$/m, 'inactivity_timeout=2'));
+    gw = await start(inst.dir);
+  });
+
+  after(async () => {
+    await stopAndRemove(gw, inst);
+    await server?.close();
+  });
+
+  it('the client gets the 250, and its idle limit holds again afterwards', async () => {
+    mode = 'slow-final';
+    const client = new SmtpClient({ host: '127.0.0.1', port: inst!.port, heloName: 'mail.amd', tls: { policy: 'off' } });
+    try {
+      assert.equal((await client.open()).code, 250);
+      assert.equal((await client.mail('juro@amd')).code, 250);
+      assert.equal((await client.rcpt('juro@intel')).code, 250);
+      const started = Date.now();
+      const chunks = numberedMessage({ id: 'slow-final@faults.test', from: 'juro@amd', to: ['juro@intel'], size: 2048, parts: 1, marker: SECRET });
+      const reply = await client.data(chunks);
+      const ms = Date.now() - started;
+      assert.equal(reply.code, 250, `${reply.code} ${reply.lines.join(' ')} after ${ms} ms`);
+      assert.ok(ms >= SLOW_FINAL_MS, `answered after ${ms} ms, before the destination did`);
+      // Silent again after its reply: Haraka's idle limit (2 s) closes the session once more.
+      const idleSince = Date.now();
+      while (client.usable && Date.now() - idleSince < 10_000) await sleep(100);
+      assert.equal(client.usable, false, 'the session outlived the idle limit after the reply');
+    } finally {
+      client.close();
+    }
   });
 });
