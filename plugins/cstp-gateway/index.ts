@@ -157,8 +157,9 @@ export function register(this: Plugin): void {
   policy = resolvePolicyConfig(policySettings(config));
   delivery = deliverySettings(config, dir);
   try {
-    // verify: damaged data pages are a startup error here, not a crash on the first message.
-    store = KeyStore.open({ path: instancePath(dir, config.store.path), passphrase: storePassphrase(dir), verify: true });
+    // verify: damaged data pages are a startup error here, not a crash on the first message. Once per start: the
+    // cluster master (or the only process) reads every record before any worker is forked, not each worker again.
+    store = KeyStore.open({ path: instancePath(dir, config.store.path), passphrase: storePassphrase(dir), verify: cluster.isPrimary });
     for (const domain of ensureGatewayIdentities(store, policy.localDomains)) {
       this.lognotice(`generated a gateway identity for ${domain}: ${store.gatewayIdentity(domain)?.cert.fingerprint}`);
     }
